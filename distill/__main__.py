@@ -1,0 +1,7 @@
+"""``python -m distill`` is ``python -m distill.train``."""
+
+import sys
+
+from distill.train import main
+
+sys.exit(main())

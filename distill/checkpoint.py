@@ -1,0 +1,59 @@
+"""Safe checkpoint reading: tensors and plain values only (``weights_only=True``), clear errors."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.errors import UsageError
+from distill.models import create_model
+
+MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Reads a checkpoint with ``torch.load(weights_only=True)``: a pickled object is refused, never run.
+
+    Raises:
+        UsageError: the file is missing, truncated, corrupt, or carries anything but tensors and plain values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling failed"
+        raise UsageError(f"checkpoint {path} refused: it holds more than tensors and plain values ({reason[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise UsageError(f"checkpoint {path} is not a distill checkpoint (no state_dict/hyper_parameters)")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuilds the network a distill stage trained, with its weights, in eval mode.
+
+    Returns:
+        The model and the stage's hyperparameters (architecture, classes, input shape, ...).
+    """
+    ckpt = load_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
+    try:
+        model = create_model(hparams["model"], num_classes=hparams["num_classes"],
+                             in_channels=hparams["input_shape"][0], **(hparams.get("model_kwargs") or {}))
+    except KeyError as err:
+        raise UsageError(f"checkpoint {path} lacks the hyperparameter {err}") from None
+    weights = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
+    return model.eval(), hparams

@@ -1,0 +1,177 @@
+"""The DataModule: owns loading, the train/validation split, batching and batch transforms."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
+
+from distill.data import augment
+from distill.data.sources import SOURCES, DatasetInfo, FolderSource, InMemorySource
+from distill.errors import UsageError
+
+
+class IndexedTensors(Dataset):
+    """Serves whole batches from in-memory tensors: ``dataset[list_of_indices]``.
+
+    Used with a ``BatchSampler`` as the DataLoader's sampler and ``batch_size=None``, so one
+    fancy-indexing op replaces per-sample ``__getitem__`` calls plus collation.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, indices: Tensor) -> None:
+        self.images, self.labels, self.indices = images, labels, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        idx = self.indices[positions]  # (B,) indices into the full training (or test) split
+        return self.images[idx], self.labels[idx], idx
+
+
+class IndexedFolder(Dataset):
+    """Wraps a per-sample dataset so that items carry their index: ``(image, label, index)``."""
+
+    def __init__(self, dataset: Dataset, indices: list[int] | None = None) -> None:
+        self.dataset = dataset if indices is None else Subset(dataset, indices)
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        image, label = self.dataset[i]
+        return image, label, (i if self.indices is None else self.indices[i])
+
+
+class ImageDataModule(LightningDataModule):
+    """Image classification data: a seeded validation split, batched augmentation, normalization.
+
+    Batches are ``(images, labels, indices)``: uint8 images on the loader side, turned into
+    normalized (and, in training, augmented) float tensors after the transfer to the device.
+    ``indices`` point into the full training split (used to look up cached teacher outputs).
+
+    Args:
+        dataset: Registered dataset name: fashion_mnist, cifar10, cifar100 or image_folder.
+        root: Directory holding the dataset files (default: the system copy or ``data/``).
+        download: Allow downloading with torchvision when the files are not found.
+        batch_size: Training batch size (per device).
+        eval_batch_size: Batch size for validation and test.
+        val_fraction: Part of the training split held out for validation, in (0, 1).
+        split_seed: Seed of the train/validation split, kept apart from the training seed so that
+            a teacher and its students see the same split.
+        augment: Random crop with padding (and horizontal flip where it fits the data) in training.
+        image_size: Side of the images for image_folder (others keep their native size).
+        num_workers: Loader processes for image_folder (in-memory datasets need none).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: bool = True,
+        image_size: int = 32,
+        num_workers: int = 4,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise UsageError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if image_size < 8:
+            raise UsageError(f"image_size must be >= 8, got {image_size}")
+        self.save_hyperparameters()
+        factory = SOURCES.get(dataset)
+        kwargs = {"image_size": image_size} if dataset == "image_folder" else {}
+        self.source: InMemorySource | FolderSource = factory(root=root, download=download, **kwargs)  # type: ignore[assignment]
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.augment = augment
+        self.num_workers = num_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # What the model side needs to know, linked into the LightningModule by the CLI.
+    @property
+    def info(self) -> DatasetInfo:
+        return self.source.info
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model receives."""
+        return (self.info.in_channels, self.info.image_size, self.info.image_size)
+
+    def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        """Seeded permutation of ``range(n)`` cut into (train, validation) indices."""
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        n_val = max(1, round(n * self.val_fraction))
+        return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+    def prepare_data(self) -> None:
+        # Only to surface "not found" / download problems on one process before setup.
+        if isinstance(self.source, InMemorySource) and self.train_set is None:
+            self.source.load(train=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if isinstance(self.source, InMemorySource):
+            train = self.source.load(train=True)
+            test = self.source.load(train=False)
+            train_idx, val_idx = self.split_indices(len(train.labels))
+            self.train_set = IndexedTensors(train.images, train.labels, train_idx)
+            self.val_set = IndexedTensors(train.images, train.labels, val_idx)
+            self.test_set = IndexedTensors(test.images, test.labels, torch.arange(len(test.labels)))
+        else:
+            full = self.source.dataset(train=True)
+            train_idx, val_idx = self.split_indices(len(full))  # type: ignore[arg-type]
+            self.train_set = IndexedFolder(full, train_idx.tolist())
+            self.val_set = IndexedFolder(full, val_idx.tolist())
+            self.test_set = IndexedFolder(self.source.dataset(train=False))
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        assert dataset is not None, "setup() must run first"
+        if isinstance(dataset, IndexedTensors):
+            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            # drop_last in training keeps every step the same size (BatchNorm statistics, speed);
+            # evaluation sees every sample exactly once.
+            batches = BatchSampler(sampler, batch_size, drop_last=shuffle and len(dataset) >= batch_size)
+            return DataLoader(dataset, sampler=batches, batch_size=None)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def transform(self, images: Tensor, train: bool) -> Tensor:
+        """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled."""
+        if train and self.augment:
+            images = augment.random_crop(images, self.info.crop_padding)
+            if self.info.hflip:
+                images = augment.random_hflip(images)
+        return augment.normalize(images, self.info.mean, self.info.std)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor, Tensor]:
+        images, labels, indices = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels, indices

@@ -1,0 +1,234 @@
+"""Where images come from: one registered loader per dataset, all returning uint8 tensors.
+
+Small datasets (Fashion-MNIST, CIFAR) are loaded whole as ``(N, C, H, W)`` uint8 tensors so
+that batches can be taken by index; an image folder is read lazily, file by file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distill.errors import UsageError
+from distill.registry import Registry
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_DOWNLOAD_ROOT = Path("data")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the augmentation need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    hflip: bool  # a mirrored image keeps its class
+    crop_padding: int  # pixels of zero padding for random-crop augmentation
+    classes: tuple[str, ...]
+
+
+@dataclass
+class Split:
+    """Images and labels of one split, held in memory."""
+
+    images: Tensor  # (N, C, H, W) uint8
+    labels: Tensor  # (N,) int64
+
+
+class InMemorySource:
+    """A dataset small enough to hold in memory; ``load`` reads one split from disk."""
+
+    def __init__(self, info: DatasetInfo, load: Callable[[bool], Split]) -> None:
+        self.info = info
+        self._load = load
+
+    def load(self, train: bool) -> Split:
+        """Reads the training (``train=True``) or test split."""
+        return self._load(train)
+
+
+SOURCES: Registry[Callable[..., object]] = Registry("dataset")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped) as used by MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise UsageError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims)) + 4 + 4 * ndim
+    if len(data) != expected:
+        raise UsageError(f"{path} is truncated or corrupt: {len(data)} bytes, header says {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+_FMNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
+}
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fashion_mnist_dir(root: str | None, download: bool) -> Path:
+    """The first directory holding all four IDX files; downloads with torchvision as a last resort."""
+    candidates = []
+    if root:
+        candidates += [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    candidates += [DEBIAN_FASHION_MNIST, DEFAULT_DOWNLOAD_ROOT / "FashionMNIST" / "raw"]
+    stems = [s for pair in _FMNIST_FILES.values() for s in pair[:2]]
+    for directory in candidates:
+        if all(_find_idx(directory, s) for s in stems):
+            return directory
+    where = ", ".join(str(c) for c in candidates)
+    hint = (
+        "install it with `apt-get install dataset-fashion-mnist`, pass --data.root DIR holding the four IDX files"
+    )
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        target = Path(root) if root else DEFAULT_DOWNLOAD_ROOT
+        try:
+            FashionMNIST(str(target), train=True, download=True)
+            FashionMNIST(str(target), train=False, download=True)
+        except Exception as err:  # noqa: BLE001  (offline: URLError, socket errors, ...)
+            raise UsageError(
+                f"Fashion-MNIST not found in {where} and the download failed ({type(err).__name__}); {hint}"
+            ) from None
+        return target / "FashionMNIST" / "raw"
+    raise UsageError(f"Fashion-MNIST not found in {where}; {hint}, or allow --data.download true")
+
+
+@SOURCES.register
+def fashion_mnist(root: str | None = None, download: bool = True) -> InMemorySource:
+    """Fashion-MNIST (Xiao et al. 2017): 60k/10k 28x28 grey images of 10 clothing classes.
+
+    Looked for in ``root``, then in Debian's ``dataset-fashion-mnist`` package, then in
+    ``data/``; downloaded with torchvision if allowed and nothing is found.
+    """
+    info = DatasetInfo(
+        name="fashion_mnist", num_classes=10, in_channels=1, image_size=28,
+        mean=(0.2860,), std=(0.3530,), hflip=True, crop_padding=2,
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    )
+
+    def load(train: bool) -> Split:
+        directory = _fashion_mnist_dir(root, download)
+        image_stem, label_stem, count = _FMNIST_FILES[train]
+        images = _read_idx(_find_idx(directory, image_stem))  # type: ignore[arg-type]
+        labels = _read_idx(_find_idx(directory, label_stem))  # type: ignore[arg-type]
+        if images.shape != (count, 28, 28) or labels.shape != (count,):
+            raise UsageError(f"Fashion-MNIST in {directory} has shape {images.shape}/{labels.shape}, "
+                             f"expected ({count}, 28, 28)/({count},)")
+        return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+    return InMemorySource(info, load)
+
+
+def _cifar(name: str, num_classes: int, root: str | None, download: bool) -> InMemorySource:
+    from torchvision import datasets
+
+    klass = datasets.CIFAR10 if num_classes == 10 else datasets.CIFAR100
+    base = Path(root) if root else DEFAULT_DOWNLOAD_ROOT
+    mean = (0.4914, 0.4822, 0.4465) if num_classes == 10 else (0.5071, 0.4865, 0.4409)
+    std = (0.2470, 0.2435, 0.2616) if num_classes == 10 else (0.2673, 0.2564, 0.2762)
+    info = DatasetInfo(name=name, num_classes=num_classes, in_channels=3, image_size=32, mean=mean, std=std,
+                       hflip=True, crop_padding=4, classes=())
+
+    def load(train: bool) -> Split:
+        try:
+            ds = klass(str(base), train=train, download=download)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
+            raise UsageError(f"{name} not found in {base} ({err}); pass --data.root DIR holding "
+                             f"{klass.base_folder}/ or allow --data.download true on a machine online") from None
+        except Exception as err:  # noqa: BLE001  (download failures)
+            raise UsageError(f"{name} not found in {base} and the download failed ({type(err).__name__}); "
+                             f"pass --data.root DIR holding {klass.base_folder}/") from None
+        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+        return Split(images, torch.tensor(ds.targets, dtype=torch.int64))
+
+    return InMemorySource(info, load)
+
+
+@SOURCES.register
+def cifar10(root: str | None = None, download: bool = True) -> InMemorySource:
+    """CIFAR-10 (Krizhevsky 2009) through torchvision: 50k/10k 32x32 colour images, 10 classes."""
+    return _cifar("cifar10", 10, root, download)
+
+
+@SOURCES.register
+def cifar100(root: str | None = None, download: bool = True) -> InMemorySource:
+    """CIFAR-100 (Krizhevsky 2009) through torchvision: 50k/10k 32x32 colour images, 100 classes."""
+    return _cifar("cifar100", 100, root, download)
+
+
+class FolderSource:
+    """An ImageFolder tree ``root/{train,test}/<class>/<image>``, read lazily and resized.
+
+    Args:
+        root: Directory holding ``train/`` and ``test/`` (or ``val/``) class folders.
+        image_size: Side of the square images fed to the model.
+    """
+
+    def __init__(self, root: str, image_size: int) -> None:
+        self.root = Path(root)
+        train_dir = self.root / "train"
+        test_dir = next((self.root / d for d in ("test", "val") if (self.root / d).is_dir()), None)
+        if not train_dir.is_dir() or test_dir is None:
+            raise UsageError(f"image folder {self.root} must hold train/ and test/ (or val/) class folders")
+        self.train_dir, self.test_dir = train_dir, test_dir
+        classes = tuple(sorted(e.name for e in os.scandir(train_dir) if e.is_dir()))
+        if len(classes) < 2:
+            raise UsageError(f"image folder {train_dir} needs at least 2 class folders, found {len(classes)}")
+        test_classes = tuple(sorted(e.name for e in os.scandir(test_dir) if e.is_dir()))
+        if test_classes != classes:
+            raise UsageError(f"class folders differ between {train_dir} and {test_dir}")
+        self.info = DatasetInfo(name="image_folder", num_classes=len(classes), in_channels=3, image_size=image_size,
+                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), hflip=True,
+                                crop_padding=image_size // 8, classes=classes)
+
+    def dataset(self, train: bool) -> torch.utils.data.Dataset:
+        """A torchvision ImageFolder yielding ``(uint8 (3, S, S) image, label)`` pairs."""
+        from torchvision import datasets, transforms
+
+        to_uint8 = transforms.Compose([
+            transforms.Resize((self.info.image_size, self.info.image_size)),
+            transforms.PILToTensor(),
+        ])
+        return datasets.ImageFolder(str(self.train_dir if train else self.test_dir), transform=to_uint8,
+                                    loader=_open_rgb)
+
+
+def _open_rgb(path: str):  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+@SOURCES.register
+def image_folder(root: str | None = None, download: bool = True, image_size: int = 32) -> FolderSource:
+    """Any ImageFolder tree with ``train/`` and ``test/`` class folders (never downloaded)."""
+    if not root:
+        raise UsageError("dataset image_folder needs --data.root DIR holding train/ and test/ class folders")
+    return FolderSource(root, image_size)

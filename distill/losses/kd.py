@@ -1,0 +1,59 @@
+"""Hinton knowledge distillation: temperature-softened teacher probabilities as soft targets."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.errors import UsageError
+from distill.losses.base import Distiller, Outputs
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Distillation loss of Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
+
+    ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch
+    (``batchmean``: the true KL per sample, unlike ``mean`` which also divides by the class
+    count). The ``T^2`` factor keeps the gradient scale independent of ``T``.
+
+    Args:
+        student_logits: (B, K) student scores.
+        teacher_logits: (B, K) teacher scores, no gradient expected.
+        temperature: T > 0.
+
+    Returns:
+        Scalar loss.
+    """
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)  # (B, K)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)  # (B, K)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+class KD(Distiller):
+    """``alpha * kd_loss + (1 - alpha) * cross_entropy``, returned as the terms ``kd`` and ``ce``.
+
+    Args:
+        temperature: Softening temperature T > 0.
+        alpha: Weight of the distillation term in [0, 1]; 0 is plain supervised training.
+    """
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise UsageError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise UsageError(f"alpha must be in [0, 1], got {alpha}")
+        self.temperature = temperature
+        self.alpha = alpha
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.alpha > 0
+
+    def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
+        terms = {"ce": (1 - self.alpha) * F.cross_entropy(student.logits, labels)}
+        if self.needs_teacher:
+            assert teacher is not None
+            terms["kd"] = self.alpha * kd_loss(student.logits, teacher.logits, self.temperature)
+        return terms

@@ -1,0 +1,85 @@
+"""Plain CNNs sized for 28x28 grey images (Fashion-MNIST) on a CPU."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from distill.models._registry import register_model
+
+
+def conv_block(in_ch: int, out_ch: int, bn: bool) -> list[nn.Module]:
+    """3x3 same-padding conv (+ BatchNorm) + ReLU; the conv has no bias when BN follows it."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+class ConvNet(nn.Module):
+    """Stages of 3x3 conv blocks, each stage ending in 2x2 max-pooling, then an MLP head.
+
+    Args:
+        stages: Channel widths, one list per stage (e.g. ``[[32], [64, 64]]``).
+        hidden: Width of the hidden fully connected layer (0: none).
+        num_classes: Output logits.
+        in_channels: Input image channels.
+        bn: BatchNorm after every conv.
+        dropout: Dropout probability before each fully connected layer.
+        global_pool: Average-pool the last feature map to 1x1 before the head.
+    """
+
+    def __init__(
+        self,
+        stages: list[list[int]],
+        hidden: int,
+        num_classes: int,
+        in_channels: int = 1,
+        bn: bool = True,
+        dropout: float = 0.0,
+        global_pool: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for widths in stages:
+            for width in widths:
+                layers += conv_block(ch, width, bn)
+                ch = width
+            layers.append(nn.MaxPool2d(2))
+        # Adaptive pooling fixes the head's input size whatever the image size.
+        side = 1 if global_pool else 3
+        layers.append(nn.AdaptiveAvgPool2d(side))
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        feat_dim = ch * side * side
+        if hidden:
+            head += [nn.Dropout(dropout), nn.Linear(feat_dim, hidden), nn.ReLU(inplace=True)]
+            feat_dim = hidden
+        head += [nn.Dropout(dropout), nn.Linear(feat_dim, num_classes)]
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, C, H, W) -> logits (B, num_classes)
+        return self.classifier(self.features(x))
+
+
+@register_model
+def cnn_wide(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.3) -> nn.Module:
+    """Wide CNN teacher for Fashion-MNIST (about 1M parameters)."""
+    return ConvNet([[64, 64], [128, 128], [256]], hidden=256, num_classes=num_classes,
+                   in_channels=in_channels, bn=bn, dropout=dropout)
+
+
+@register_model
+def cnn_small(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
+    """Small CNN student for Fashion-MNIST (tens of thousands of parameters)."""
+    return ConvNet([[16], [32], [64]], hidden=0, num_classes=num_classes, in_channels=in_channels,
+                   bn=bn, dropout=dropout)
+
+
+@register_model
+def cnn_tiny(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
+    """Tiny CNN (a few thousand parameters), for smoke tests and extreme compression."""
+    return ConvNet([[8], [16]], hidden=0, num_classes=num_classes, in_channels=in_channels,
+                   bn=bn, dropout=dropout, global_pool=True)

@@ -1,0 +1,162 @@
+"""The supervised training system shared by every stage: model, metrics, optimization, logging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from distill import optim
+from distill.errors import UsageError
+from distill.models import count_parameters, create_model
+
+Batch = tuple[Tensor, Tensor, Tensor]  # images (B, C, H, W), labels (B,), dataset indices (B,)
+
+
+class ClassifierSystem(LightningModule):
+    """Trains ``self.model`` on labelled images; subclasses say what the training loss terms are.
+
+    Args:
+        model: Architecture name from the registry (``distill.models.list_models()``).
+        model_kwargs: Options of the architecture factory, e.g. ``{"dropout": 0.3, "bn": true}``.
+        num_classes: Output classes (linked from the data by the CLI).
+        input_shape: (C, H, W) of the inputs (linked from the data by the CLI).
+        optimizer: sgd, adam, adamw, adamax, adagrad, adadelta or rmsprop.
+        lr: Peak learning rate, > 0.
+        momentum: Momentum for sgd and rmsprop.
+        nesterov: Nesterov momentum for sgd.
+        betas: Adam-family moment decay rates.
+        eps: Adam-family / RMSprop / Adagrad / Adadelta epsilon.
+        weight_decay: Decoupled weight decay given to the optimizer.
+        l2: Coefficient lambda of the classic penalty lambda/2 * sum ||W||^2 added to the loss.
+        decay_norm_and_bias: Also decay (and L2-penalize) biases and normalization parameters.
+        scheduler: constant, cosine, step, multistep, exponential, polynomial, onecycle or plateau.
+        warmup_steps: Linear warmup steps before the schedule (wins over warmup_fraction).
+        warmup_fraction: Linear warmup as a fraction of all steps.
+        gamma: Decay factor of step/multistep/plateau; for exponential, the factor reached at the end.
+        step_size: Steps between decays of the step schedule.
+        milestones: multistep decay points: fractions of training (<= 1) or step counts.
+        power: Exponent of the polynomial schedule.
+        min_lr_ratio: Floor of cosine/polynomial/onecycle as a fraction of lr.
+        plateau_patience: Epochs without val/acc improvement before plateau decays the LR.
+        label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        optimizer: str = "adamw",
+        lr: float = 3e-3,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.05,
+        l2: float = 0.0,
+        decay_norm_and_bias: bool = False,
+        scheduler: str = "onecycle",
+        warmup_steps: int = 0,
+        warmup_fraction: float = 0.0,
+        gamma: float = 0.1,
+        step_size: int = 1000,
+        milestones: tuple[float, ...] = (0.5, 0.75),
+        power: float = 1.0,
+        min_lr_ratio: float = 0.0,
+        plateau_patience: int = 3,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise UsageError(f"lr must be > 0, got {lr}")
+        if weight_decay < 0 or l2 < 0:
+            raise UsageError(f"weight_decay and l2 must be >= 0, got {weight_decay} and {l2}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UsageError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if warmup_steps < 0 or not 0.0 <= warmup_fraction < 1.0:
+            raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
+        optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
+        optim.SCHEDULES.get(scheduler)
+        self.save_hyperparameters()
+        self.model = create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {}))
+        metrics = MetricCollection({
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        })
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the trained network (not of a teacher or any other helper)."""
+        return count_parameters(self.model)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Inference: normalized images (B, C, H, W) -> logits (B, num_classes)."""
+        return self.model(images)
+
+    def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Student logits and the named loss terms of one training batch; subclasses override."""
+        logits = self.model(images)
+        return logits, {"ce": F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, labels, indices = batch
+        logits, terms = self.training_losses(images, labels, indices)
+        if self.hparams.l2 > 0:
+            decayed, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
+            terms["l2"] = self.hparams.l2 * optim.l2_penalty(decayed)
+        loss = torch.stack(list(terms.values())).sum()
+        # One place logs every term; values stay on the device until Lightning's logging interval.
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/loss_{name}", value)
+        self.train_metrics.update(logits.detach(), labels)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
+        images, labels, _ = batch
+        logits = self.model(images)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        metrics.update(logits, labels)
+        self.log_dict(metrics, prog_bar=stage == "val")
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradients here are unscaled (AMP) but not yet clipped: this is the pre-clipping norm.
+        if self.trainer.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = optim.build_optimizer(hp.optimizer, self.trainable_module(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                    decay_norm_and_bias=hp.decay_norm_and_bias, momentum=hp.momentum,
+                                    nesterov=hp.nesterov, betas=tuple(hp.betas), eps=hp.eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = optim.warmup_steps_for(total, hp.warmup_steps, hp.warmup_fraction, hp.scheduler)
+        schedule = optim.build_scheduler(hp.scheduler, opt, total, warmup, gamma=hp.gamma, step_size=hp.step_size,
+                                         milestones=tuple(hp.milestones), power=hp.power, min_lr_ratio=hp.min_lr_ratio)
+        schedulers = [{"scheduler": schedule, "interval": "step", "name": "lr"}]
+        if hp.scheduler == optim.PLATEAU:
+            plateau = optim.build_plateau(opt, mode="max", gamma=hp.gamma, patience=hp.plateau_patience)
+            schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": "val/acc"})
+        return [opt], schedulers
+
+    def trainable_module(self) -> nn.Module:
+        """The modules whose parameters the optimizer updates (the student and any method parts)."""
+        return self.model

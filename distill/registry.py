@@ -1,0 +1,62 @@
+"""One small generic registry, used for architectures, datasets and distillation methods.
+
+timm style: the key is the factory function's name, duplicates are an error, and an
+unknown key fails listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from distill.errors import UsageError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named table of entries (usually factory functions).
+
+    Args:
+        kind: What the entries are, used in error messages (e.g. ``"model"``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, entry: T, name: str | None = None) -> T:
+        """Adds ``entry`` under ``name`` (default: its ``__name__``) and returns it unchanged.
+
+        Usable as a decorator. Registering a name twice raises ``ValueError``.
+        """
+        key = name or getattr(entry, "__name__")
+        if key in self._entries:
+            raise ValueError(f"{self.kind} {key!r} is registered twice")
+        self._entries[key] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        """Returns the entry registered under ``name``.
+
+        Raises:
+            UsageError: ``name`` is unknown; the message lists the valid names.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UsageError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted registered names matching a shell-style ``pattern``."""
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+FactoryRegistry = Registry[Callable[..., object]]

@@ -1,0 +1,40 @@
+"""Terminal summaries of finished stages (rich tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from distill.run_dir import read_metrics
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}"
+
+
+def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: Console | None = None) -> None:
+    """Prints the test metrics of a finished stage; a student's next to its teacher's."""
+    console = console or Console()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if stage == "student" and metrics.get("teacher_ckpt"):
+        teacher = read_metrics(Path(metrics["teacher_ckpt"]).parent)
+        if teacher is not None:
+            rows.append(("teacher", teacher))
+    rows.append((stage, metrics))
+    table = Table(title=f"Test set, best checkpoint ({run_dir})")
+    for column in ("run", "model", "params", "acc %", "F1 %", "val acc %", "epochs", "time s"):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for name, m in rows:
+        table.add_row(name, str(m.get("model", "?")), f"{m.get('params', 0):,}", _pct(m.get("test/acc")),
+                      _pct(m.get("test/f1")), _pct(m.get("best_val_acc")), str(m.get("epochs", "-")),
+                      str(m.get("train_seconds", "-")))
+    console.print(table)
+    if len(rows) == 2:
+        teacher, student = rows[0][1], rows[1][1]
+        kept = float(student["test/acc"]) / max(float(teacher["test/acc"]), 1e-12)
+        ratio = student["params"] / max(teacher["params"], 1)
+        console.print(f"student/teacher parameters: {ratio:.3f} (1/{1 / ratio:.1f}); accuracy retained: "
+                      f"{100 * kept:.1f}% (T={metrics.get('temperature')}, alpha={metrics.get('alpha')})")

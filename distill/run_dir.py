@@ -1,0 +1,66 @@
+"""The run directory: what a finished stage leaves behind, written atomically, never clobbered by accident."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distill.errors import UsageError
+
+BEST, LAST, METRICS, CONFIG = "best.ckpt", "last.ckpt", "metrics.json", "config.yaml"
+OUTPUTS = (BEST, LAST, METRICS, CONFIG)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same directory, fsync and rename,
+    so a crash leaves either the old file or the new one, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Writes the flat ``metrics.json`` of a finished stage."""
+    path = run_dir / METRICS
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The ``metrics.json`` of a finished stage, or None if there is none."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuses to start over a previous run unless asked; with ``overwrite`` clears its outputs.
+
+    Raises:
+        UsageError: ``run_dir`` holds checkpoints or metrics and neither overwrite nor resume was asked.
+    """
+    existing = [name for name in (BEST, LAST, METRICS) if (run_dir / name).exists()]
+    if not existing or resume:
+        return
+    if not overwrite:
+        state = "a finished run" if METRICS in existing else "an unfinished run"
+        raise UsageError(f"{run_dir} already holds {state} ({', '.join(existing)}); pass --overwrite true to "
+                         f"replace it, --ckpt_path last to resume it, or --run_dir DIR for a new one")
+    for name in OUTPUTS:
+        (run_dir / name).unlink(missing_ok=True)

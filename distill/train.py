@@ -1,0 +1,212 @@
+"""Command line: ``python -m distill.train {teacher,student} [options]``.
+
+Each stage is a LightningCLI over its LightningModule and the ImageDataModule, so every
+``--trainer.*``, ``--model.*``, ``--data.*`` flag, ``--config FILE`` and ``--print_config`` work
+as in any Lightning project. After fitting, the best checkpoint is tested once and its test
+metrics are written to ``<run_dir>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from distill import run_dir as rundir
+from distill.checkpoint import load_checkpoint
+from distill.data import ImageDataModule
+from distill.errors import UsageError
+from distill.modules import ClassifierSystem, DistillModule, TeacherModule
+from distill.report import print_summary
+
+STAGES: dict[str, tuple[type[ClassifierSystem], str]] = {
+    "teacher": (TeacherModule, "train a network on labels (the teacher)"),
+    "student": (DistillModule, "distill a frozen teacher into a smaller network (the student)"),
+}
+
+# The CPU recipe a bare command runs (Fashion-MNIST): see the README's recipe notes.
+STAGE_TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "teacher": {"max_epochs": 5},
+    "student": {"max_epochs": 6},
+}
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar without the logger version (meaningless with a fixed run directory)."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class DistillCLI(LightningCLI):
+    """LightningCLI for one stage; adds ``--run_dir``, ``--overwrite`` and ``--ckpt_path``."""
+
+    def __init__(self, stage: str, args: list[str]) -> None:
+        self.stage = stage
+        module_class, description = STAGES[stage]
+        super().__init__(
+            model_class=module_class,
+            datamodule_class=ImageDataModule,
+            save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
+            trainer_defaults=dict(STAGE_TRAINER_DEFAULTS[stage]),
+            seed_everything_default=0,
+            run=False,
+            args=args,
+            auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
+            load_from_checkpoint_support=False,  # keep hyperparameters plain values
+            parser_kwargs={"prog": f"python -m distill.train {stage}", "description": description,
+                           "exit_on_error": False},
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=str, default=f"checkpoints/{self.stage}",
+                            help="Directory for best.ckpt, last.ckpt, config.yaml, metrics.json and logs.")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="Replace the outputs of a previous run in run_dir.")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="Resume training: 'last' (run_dir/last.ckpt) or a checkpoint path.")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        trainer_cfg = self.config.trainer
+        callbacks: list[Callback] = [
+            ModelCheckpoint(dirpath=self.config.run_dir, filename="best", monitor="val/acc", mode="max",
+                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+        ]
+        if trainer_cfg.get("enable_model_summary") is not False:
+            callbacks.append(RichModelSummary(max_depth=2))
+        if trainer_cfg.get("enable_progress_bar") is not False:
+            callbacks.append(ProgressBar(refresh_rate=10))
+        self.trainer_defaults["callbacks"] = callbacks
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        run_dir = Path(self.config.run_dir)
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        if self.config.trainer.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(run_dir)
+        return super().instantiate_trainer(**kwargs)
+
+
+def default_loggers(run_dir: Path) -> list[Logger]:
+    """CSV logs always; TensorBoard too when it is installed. Both under ``run_dir/logs``."""
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard",
+                                         default_hp_metric=False))
+    except ModuleNotFoundError:
+        pass
+    return loggers
+
+
+def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """Maps ``last`` to ``run_dir/last.ckpt`` and checks the file loads safely before Lightning reads it."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / rundir.LAST if ckpt_path == "last" else Path(ckpt_path)
+    load_checkpoint(path)  # missing / truncated / pickle payload -> one-line error, nothing executed
+    return str(path)
+
+
+def run_stage(cli: DistillCLI) -> dict[str, Any]:
+    """Fits, tests the best checkpoint, writes metrics.json; returns the metrics."""
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    run_dir = Path(cli.config.run_dir)
+    resume = resolve_resume(cli.config.ckpt_path, run_dir)
+    rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    if trainer.is_global_zero:
+        rundir.atomic_write_text(run_dir / rundir.CONFIG,
+                                 cli.parser.dump(cli.config, skip_none=False))
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    train_seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise UsageError("training was interrupted; resume it with --ckpt_path last")
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    best_val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
+    if checkpoint is not None and not best:
+        # Fit ended before any validation (max_steps inside the first epoch): these weights are the best.
+        best_val_acc = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
+        best = str(run_dir / rundir.BEST)
+        trainer.save_checkpoint(best, weights_only=False)
+    results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
+    metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
+    metrics.update(
+        stage=cli.stage,
+        model=module.hparams.model,
+        dataset=data.hparams.dataset,
+        params=module.num_params,
+        best_val_acc=best_val_acc,
+        checkpoint=best,
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        seed=cli.config.seed_everything,
+        train_seconds=round(train_seconds, 1),
+    )
+    if isinstance(module, DistillModule):
+        metrics.update(teacher_ckpt=module.hparams.teacher_ckpt, teacher_params=module.teacher_params,
+                       temperature=module.hparams.temperature, alpha=module.hparams.alpha)
+    if trainer.is_global_zero:
+        rundir.write_metrics(run_dir, metrics)
+        print_summary(cli.stage, run_dir, metrics)
+    return metrics
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising tips from the console; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def usage() -> str:
+    lines = ["usage: python -m distill.train {teacher,student} [options]", "", "stages:"]
+    lines += [f"  {name:<9} {description}" for name, (_, description) in STAGES.items()]
+    lines += ["", "Options of a stage: python -m distill.train STAGE --help"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for bad input, with a one-line message)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}; valid: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # The run directory is ours (config.yaml lands first); overwrites are guarded by prepare_run_dir.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_DropTips())
+    try:
+        cli = DistillCLI(stage, rest)
+        run_stage(cli)
+    except (UsageError, ArgumentError) as err:
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        message = " ".join(str(err).split())  # one line, whatever the source
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

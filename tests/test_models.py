@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from distill.errors import UsageError
+from distill.models import count_parameters, create_model, list_models
+
+# Parameter counts at 100 classes as cited in the CRD/DKD papers (../shared/ANCHORS.md), in millions.
+PUBLISHED_MILLIONS = {
+    "resnet20": 0.28, "resnet32": 0.47, "resnet56": 0.86, "resnet110": 1.7, "resnet8x4": 1.2,
+    "resnet32x4": 7.4, "wrn_16_2": 0.70, "wrn_40_1": 0.57, "wrn_40_2": 2.2, "vgg8": 3.9, "vgg13": 9.4,
+    "resnet18": 11.2,
+}
+
+
+def _input_for(name: str) -> tuple[int, torch.Tensor]:
+    if name.startswith("cnn"):
+        return 1, torch.randn(2, 1, 28, 28)
+    return 3, torch.randn(2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    in_channels, x = _input_for(name)
+    model = create_model(name, num_classes=7, in_channels=in_channels)
+    logits = model(x)
+    assert logits.shape == (2, 7)
+    logits.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"{name}: no gradient for {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MILLIONS))
+def test_parameter_counts_match_the_published_tables(name):
+    count = count_parameters(create_model(name, num_classes=100, in_channels=3)) / 1e6
+    assert count == pytest.approx(PUBLISHED_MILLIONS[name], rel=0.03)
+
+
+def test_fashion_mnist_student_is_a_tenth_of_the_teacher():
+    teacher = count_parameters(create_model("cnn_wide", num_classes=10, in_channels=1))
+    student = count_parameters(create_model("cnn_small", num_classes=10, in_channels=1))
+    assert student * 10 <= teacher
+
+
+def test_models_accept_grey_28x28_inputs():
+    model = create_model("resnet8x4", num_classes=10, in_channels=1)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(UsageError, match="unknown model 'resnet9000'; valid: .*resnet20"):
+        create_model("resnet9000", num_classes=10)
+
+
+def test_unknown_option_is_a_usage_error():
+    with pytest.raises(UsageError, match="does not take"):
+        create_model("resnet20", num_classes=10, bn=False)
+
+
+def test_bn_and_dropout_are_factory_arguments():
+    plain = create_model("cnn_small", num_classes=10, in_channels=1, bn=False, dropout=0.5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in plain.modules())

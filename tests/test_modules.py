@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from distill.checkpoint import load_checkpoint
+from distill.errors import UsageError
+from distill.modules import DistillModule, TeacherModule
+
+
+def make_student(teacher_ckpt, **kwargs) -> DistillModule:
+    return DistillModule(model="cnn_tiny", teacher_ckpt=str(teacher_ckpt), num_classes=10, input_shape=(1, 28, 28),
+                         **kwargs)
+
+
+def test_teacher_is_frozen_through_a_training_step(teacher_run):
+    module = make_student(teacher_run / "best.ckpt", alpha=0.9)
+    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    module.train()
+    assert module.model.training and not module.teacher.training
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    opt = torch.optim.SGD(module.trainable_module().parameters(), lr=0.5)
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    logits, terms = module.training_losses(images, labels, torch.arange(8))
+    sum(terms.values()).backward()
+    opt.step()
+    assert set(terms) == {"kd", "ce"}
+    assert all(p.grad is None for p in module.teacher.parameters())
+    assert not module.teacher.training
+    after = module.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats untouched too
+    assert any(p.grad is not None for p in module.model.parameters())
+
+
+def test_student_checkpoint_holds_no_teacher_weights(teacher_run):
+    module = make_student(teacher_run / "best.ckpt")
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)  # resuming puts the teacher back for strict loading
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+def test_teacher_with_other_class_count_is_refused(teacher_run):
+    path = teacher_run / "best.ckpt"
+    with pytest.raises(UsageError, match=rf"teacher {path} predicts 10 classes but the data has 100"):
+        DistillModule(model="cnn_tiny", teacher_ckpt=str(path), num_classes=100, input_shape=(1, 28, 28))
+
+
+def test_teacher_with_other_input_shape_is_refused(teacher_run):
+    path = teacher_run / "best.ckpt"
+    with pytest.raises(UsageError, match=r"takes inputs of shape \(1, 28, 28\) but the data has \(3, 32, 32\)"):
+        DistillModule(model="cnn_tiny", teacher_ckpt=str(path), num_classes=10, input_shape=(3, 32, 32))
+
+
+def test_missing_teacher_names_the_file(tmp_path):
+    with pytest.raises(UsageError, match=f"checkpoint {tmp_path / 'none.ckpt'} not found"):
+        make_student(tmp_path / "none.ckpt")
+
+
+def test_teacher_checkpoint_is_plain_and_loads_weights_only(teacher_run):
+    ckpt = load_checkpoint(teacher_run / "best.ckpt")
+    hp = ckpt["hyper_parameters"]
+    assert hp["model"] == "cnn_tiny" and hp["num_classes"] == 10 and tuple(hp["input_shape"]) == (1, 28, 28)
+    assert all(isinstance(v, (str, int, float, bool, tuple, list, dict, type(None))) for v in hp.values())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
+    ({"scheduler": "zigzag"}, "unknown scheduler 'zigzag'"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+])
+def test_bad_hyperparameters_fail_at_construction(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        TeacherModule(model="cnn_tiny", **kwargs)
+
+
+def test_forward_is_inference_only():
+    module = TeacherModule(model="cnn_tiny").eval()
+    with torch.no_grad():
+        assert module(torch.randn(3, 1, 28, 28)).shape == (3, 10)

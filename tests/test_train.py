@@ -1,0 +1,121 @@
+"""End-to-end runs through the real entry point, and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.train import main
+from tests.conftest import FAST, needs_fashion_mnist
+
+pytestmark = needs_fashion_mnist
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_help_lists_the_stages(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher" in out and "student" in out
+
+
+def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
+    # The teacher stage (run by the fixture) leaves its full set of outputs.
+    for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json"):
+        assert (teacher_run / name).is_file(), name
+    teacher = read_json(teacher_run / "metrics.json")
+    assert {"test/acc", "test/f1", "params"} <= set(teacher)
+    assert teacher["params"] == 1442 and teacher["model"] == "cnn_tiny" and 0.0 <= teacher["test/acc"] <= 1.0
+
+    student_dir = tmp_path / "student"
+    code = main(["student", "--model.model", "cnn_small", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
+                 "--model.temperature", "2", "--model.alpha", "0.5", "--run_dir", str(student_dir), *FAST])
+    assert code == 0
+    metrics = read_json(student_dir / "metrics.json")
+    assert {"test/acc", "test/f1", "params"} <= set(metrics)
+    assert metrics["params"] == 29178 and metrics["teacher_params"] == 1442
+    assert metrics["temperature"] == 2.0 and metrics["alpha"] == 0.5
+    ckpt = torch.load(student_dir / "best.ckpt", weights_only=True)
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+    assert ckpt["hyper_parameters"]["model"] == "cnn_small"
+    config = (student_dir / "config.yaml").read_text()
+    assert "temperature: 2.0" in config and "alpha: 0.5" in config
+
+
+def test_alpha_zero_trains_the_student_alone(teacher_run, tmp_path):
+    code = main(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
+                 "--model.alpha", "0", "--run_dir", str(tmp_path / "alone"), *FAST])
+    assert code == 0
+    assert read_json(tmp_path / "alone" / "metrics.json")["alpha"] == 0.0
+
+
+def test_max_steps_inside_the_first_epoch_still_leaves_best(tmp_path):
+    args = [a for a in FAST if a not in ("--trainer.max_epochs", "1")]
+    code = main(["teacher", "--model.model", "cnn_tiny", "--run_dir", str(tmp_path), "--trainer.max_steps", "3",
+                 *args])
+    assert code == 0
+    assert (tmp_path / "best.ckpt").is_file()
+    assert read_json(tmp_path / "metrics.json")["steps"] == 3
+
+
+def test_real_entry_point_in_a_fresh_directory(tmp_path):
+    """`python -m distill.train teacher` then `student`, default run directories, as a user types them."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    common = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+              "--trainer.limit_test_batches", "1"]
+    for stage, model in (("teacher", "cnn_tiny"), ("student", "cnn_tiny")):
+        proc = subprocess.run([sys.executable, "-m", "distill.train", stage, "--model.model", model, *common],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / "checkpoints" / stage / "metrics.json").is_file()
+    assert "teacher" in proc.stdout and "student" in proc.stdout  # the closing summary shows both
+
+
+BAD_INPUTS = [
+    (["teacher", "--model.model", "resnet9000"], "unknown model 'resnet9000'; valid:"),
+    (["teacher", "--model.optimizer", "lion"], "unknown optimizer 'lion'; valid:"),
+    (["teacher", "--model.scheduler", "zigzag"], "unknown scheduler 'zigzag'; valid:"),
+    (["teacher", "--data.dataset", "mnist3d"], "unknown dataset 'mnist3d'; valid:"),
+    (["teacher", "--model.lr", "0"], "lr must be > 0"),
+    (["teacher", "--data.batch_size", "0"], "batch sizes must be >= 1"),
+    (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in (0, 1)"),
+    (["student", "--model.temperature", "0"], "temperature must be > 0"),
+    (["student", "--model.alpha", "1.5"], "alpha must be in [0, 1]"),
+    (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
+    (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
+    (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "checkpoints" / "teacher"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text('{"test/acc": 0.9}')
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert message in err
+    assert (earlier / "metrics.json").read_text() == '{"test/acc": 0.9}'  # nothing saved was touched
+
+
+def test_finished_run_is_not_overwritten_without_asking(teacher_run, tmp_path, capsys):
+    run_dir = tmp_path / "again"
+    args = ["teacher", "--model.model", "cnn_tiny", "--run_dir", str(run_dir), *FAST]
+    assert main(args) == 0
+    before = (run_dir / "metrics.json").read_bytes(), (run_dir / "best.ckpt").read_bytes()
+    assert main(args) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert ((run_dir / "metrics.json").read_bytes(), (run_dir / "best.ckpt").read_bytes()) == before
+    assert main([*args, "--overwrite", "true"]) == 0
+    assert not (run_dir / "best-v1.ckpt").exists()
