@@ -14,11 +14,18 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichModelSummary,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
@@ -26,6 +33,7 @@ from distill import run_dir as rundir
 from distill.checkpoint import load_checkpoint
 from distill.data import ImageDataModule
 from distill.errors import UsageError
+from distill.lr_find import PLOT, find_lr
 from distill.modules import ClassifierSystem, DistillModule, TeacherModule
 from distill.report import print_summary
 
@@ -36,7 +44,7 @@ STAGES: dict[str, tuple[type[ClassifierSystem], str]] = {
 
 # The CPU recipe a bare command runs (Fashion-MNIST): see the README's recipe notes.
 STAGE_TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "teacher": {"max_epochs": 5},
+    "teacher": {"max_epochs": 6},
     "student": {"max_epochs": 6},
 }
 
@@ -77,6 +85,11 @@ class DistillCLI(LightningCLI):
                             help="Replace the outputs of a previous run in run_dir.")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="Resume training: 'last' (run_dir/last.ckpt) or a checkpoint path.")
+        parser.add_argument("--lr_find", type=Literal["show", "apply"] | None, default=None,
+                            help="LR range test before training: 'show' prints the suggestion, saves "
+                                 "run_dir/lr_find.png and stops; 'apply' then trains with it. A bare --lr_find is 'show'.")
+        parser.add_argument("--early_stopping_patience", type=int, default=0,
+                            help="Stop when val/acc has not improved for this many validations (0: never).")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
@@ -86,6 +99,10 @@ class DistillCLI(LightningCLI):
             ModelCheckpoint(dirpath=self.config.run_dir, filename="best", monitor="val/acc", mode="max",
                             save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
         ]
+        if trainer_cfg.get("logger") is not False:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if self.config.early_stopping_patience > 0:
+            callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=self.config.early_stopping_patience))
         if trainer_cfg.get("enable_model_summary") is not False:
             callbacks.append(RichModelSummary(max_depth=2))
         if trainer_cfg.get("enable_progress_bar") is not False:
@@ -127,10 +144,18 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     run_dir = Path(cli.config.run_dir)
     resume = resolve_resume(cli.config.ckpt_path, run_dir)
+    if cli.config.lr_find == "show":
+        suggestion = find_lr(trainer, module, data, run_dir)
+        print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "
+              f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
+        return {"lr_suggestion": suggestion}
     rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    if cli.config.lr_find == "apply":
+        module.hparams.lr = find_lr(trainer, module, data, run_dir)
+        print(f"training with the suggested learning rate {module.hparams.lr:.3g} (plot: {run_dir / PLOT})")
     if trainer.is_global_zero:
         rundir.atomic_write_text(run_dir / rundir.CONFIG,
-                                 cli.parser.dump(cli.config, skip_none=False))
+                                 cli.parser.dump(cli.config))
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     train_seconds = time.perf_counter() - start
@@ -181,19 +206,31 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def bare_flag_values(args: list[str]) -> list[str]:
+    """Lets ``--lr_find`` stand alone on the command line, meaning ``--lr_find show``."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--lr_find" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("show")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for bad input, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
-    stage, rest = argv[0], argv[1:]
+    stage, rest = argv[0], bare_flag_values(argv[1:])
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; valid: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # The run directory is ours (config.yaml lands first); overwrites are guarded by prepare_run_dir.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    # The frozen teacher is in eval mode on purpose (DistillModule.train keeps it there).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     for handler in logging.getLogger("lightning.pytorch").handlers:
         handler.addFilter(_DropTips())
     try:

@@ -22,6 +22,22 @@ FAST = [
     "--data.eval_batch_size", "256",
 ]
 
+
+
+def fast(**overrides: str | None) -> list[str]:
+    """FAST with some flags changed (``max_epochs="3"``) or dropped (``logger=None``); keys are trainer
+    or data flag names without their prefix."""
+    args = list(FAST)
+    for key, value in overrides.items():
+        flag = next(f for f in args if f.endswith("." + key))
+        i = args.index(flag)
+        if value is None:
+            del args[i : i + 2]
+        else:
+            args[i + 1] = value
+    return args
+
+
 needs_fashion_mnist = pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
 )

@@ -70,7 +70,7 @@ def test_loaders_yield_every_sample_once(fake_fashion_mnist):
 
 
 def test_transform_normalizes_and_augments_only_in_training(fake_fashion_mnist):
-    dm = ImageDataModule(root=str(fake_fashion_mnist))
+    dm = ImageDataModule(root=str(fake_fashion_mnist), augment=True)
     x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
     evaluated = dm.transform(x, train=False)
     assert evaluated.dtype == torch.float32 and evaluated.shape == x.shape

@@ -66,20 +66,20 @@ class ConvNet(nn.Module):
 
 @register_model
 def cnn_wide(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.3) -> nn.Module:
-    """Wide CNN teacher for Fashion-MNIST (about 1M parameters)."""
-    return ConvNet([[64, 64], [128, 128], [256]], hidden=256, num_classes=num_classes,
+    """Wide CNN teacher for Fashion-MNIST (0.39M parameters, most in the cheap 1152x256 hidden layer)."""
+    return ConvNet([[32], [64], [128]], hidden=256, num_classes=num_classes,
                    in_channels=in_channels, bn=bn, dropout=dropout)
 
 
 @register_model
 def cnn_small(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
-    """Small CNN student for Fashion-MNIST (tens of thousands of parameters)."""
+    """Small CNN student for Fashion-MNIST (29k parameters, 1/13 of cnn_wide)."""
     return ConvNet([[16], [32], [64]], hidden=0, num_classes=num_classes, in_channels=in_channels,
                    bn=bn, dropout=dropout)
 
 
 @register_model
 def cnn_tiny(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
-    """Tiny CNN (a few thousand parameters), for smoke tests and extreme compression."""
+    """Tiny CNN (1.4k parameters), for smoke tests and extreme compression."""
     return ConvNet([[8], [16]], hidden=0, num_classes=num_classes, in_channels=in_channels,
                    bn=bn, dropout=dropout, global_pool=True)

@@ -46,6 +46,8 @@ class ClassifierSystem(LightningModule):
         min_lr_ratio: Floor of cosine/polynomial/onecycle as a fraction of lr.
         plateau_patience: Epochs without val/acc improvement before plateau decays the LR.
         label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
+        channels_last: Keep conv weights and inputs in NHWC memory order (faster convolutions on
+            CPU with oneDNN and on GPU tensor cores; the numbers computed are the same).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ClassifierSystem(LightningModule):
         min_lr_ratio: float = 0.0,
         plateau_patience: int = 3,
         label_smoothing: float = 0.0,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -86,7 +89,8 @@ class ClassifierSystem(LightningModule):
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
         self.save_hyperparameters()
-        self.model = create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {}))
+        self.model = self.to_memory_format(
+            create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {})))
         metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
@@ -94,6 +98,14 @@ class ClassifierSystem(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def to_memory_format(self, x: Any) -> Any:
+        """A module or an (B, C, H, W) batch in this system's memory format."""
+        if not self.hparams.channels_last:
+            return x
+        if isinstance(x, nn.Module):
+            return x.to(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
     @property
     def num_params(self) -> int:
@@ -111,7 +123,7 @@ class ClassifierSystem(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, labels, indices = batch
-        logits, terms = self.training_losses(images, labels, indices)
+        logits, terms = self.training_losses(self.to_memory_format(images), labels, indices)
         if self.hparams.l2 > 0:
             decayed, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
             terms["l2"] = self.hparams.l2 * optim.l2_penalty(decayed)
@@ -132,7 +144,7 @@ class ClassifierSystem(LightningModule):
 
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, labels, _ = batch
-        logits = self.model(images)
+        logits = self.model(self.to_memory_format(images))
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
         metrics.update(logits, labels)
         self.log_dict(metrics, prog_bar=stage == "val")

@@ -56,7 +56,7 @@ class DistillModule(ClassifierSystem):
             raise UsageError(f"teacher {path} takes inputs of shape {tuple(hp['input_shape'])} but the data has "
                              f"{expected_shape}")
         teacher.requires_grad_(False)
-        return teacher.eval()
+        return self.to_memory_format(teacher).eval()
 
     def train(self, mode: bool = True) -> "DistillModule":
         super().train(mode)

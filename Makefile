@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, train the teacher, distill the student, print both (Fashion-MNIST, CPU)
+#   make test   set up, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup dataset demo test clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision first, from pip (not uv/poetry): a local wheel cache is honoured this way.
+	$(PY) -m pip install --quiet "torch>=2.4" "torchvision>=0.19"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed dataset
+
+# Debian's dataset-fashion-mnist makes the default dataset work offline; elsewhere torchvision downloads it.
+dataset:
+	@if [ -d $(FASHION_MNIST) ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST package not installed (needs apt-get as root); it will be downloaded by torchvision."; fi
+
+demo: setup
+	$(PY) -m distill.train teacher --overwrite true
+	$(PY) -m distill.train student --overwrite true
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-runs:
+	rm -rf checkpoints/teacher checkpoints/student checkpoints/student_alone

@@ -1,0 +1,42 @@
+"""Every shipped recipe parses, and every student recipe points at a teacher recipe beside it."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.models import list_models
+from distill.train import main
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "teachers").rglob("*.yaml"))
+
+
+def stage_of(path: Path) -> str:
+    return "student" if "-to-" in path.stem else "teacher"
+
+
+def test_recipes_exist():
+    assert any(stage_of(p) == "teacher" for p in RECIPES) and any(stage_of(p) == "student" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[f"{p.parent.name}/{p.name}" for p in RECIPES])
+def test_recipe_parses(path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([stage_of(path), "--config", str(path), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    recipe = yaml.safe_load(path.read_text())
+    assert printed["model"]["model"] == recipe["model"]["model"] in list_models()
+    assert printed["data"]["dataset"] == path.parent.name
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "student"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_student_recipe_has_its_teacher_beside_it(path):
+    teacher_name, student_name = path.stem.split("-to-")
+    teacher_recipe = path.parent / f"{teacher_name}.yaml"
+    assert teacher_recipe.is_file()
+    teacher = yaml.safe_load(teacher_recipe.read_text())
+    student = yaml.safe_load(path.read_text())
+    assert teacher["model"]["model"] == teacher_name and student["model"]["model"] == student_name
+    assert student["model"]["teacher_ckpt"] == f"{teacher['run_dir']}/best.ckpt"
