@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, train the teacher, distill the student, print both (Fashion-MNIST, CPU)
+#   make demo   set up, train the teacher, distill the student, evaluate both (Fashion-MNIST, CPU)
 #   make test   set up, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo test clean-runs
+.PHONY: setup dataset demo compare test clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ dataset:
 demo: setup
 	$(PY) -m distill.train teacher --overwrite true
 	$(PY) -m distill.train student --overwrite true
+	$(PY) -m distill.evaluate --out_dir reports
+
+# teacher, KD student, the same student alone, and the report comparing all three
+compare: setup
+	scripts/compare_default.sh
 
 test: setup
 	$(PY) -m pytest -q

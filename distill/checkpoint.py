@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+@dataclass
+class Trained:
+    """A network rebuilt from a stage's checkpoint, with what it was trained on."""
+
+    path: Path
+    model: nn.Module  # eval mode, weights loaded
+    hparams: dict[str, Any]  # the stage's: architecture, num_classes, input_shape, optimizer, ...
+    data_hparams: dict[str, Any]  # the DataModule's: dataset, root, split, ...
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds the network a distill stage trained, with its weights, in eval mode.
 
     Returns:
         The model and the stage's hyperparameters (architecture, classes, input shape, ...).
     """
+    trained = load_trained(path)
+    return trained.model, trained.hparams
+
+
+def load_trained(path: str | Path) -> Trained:
+    """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with."""
     ckpt = load_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:
@@ -56,4 +73,4 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
-    return model.eval(), hparams
+    return Trained(Path(path), model.eval(), hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}))

@@ -36,5 +36,6 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
         teacher, student = rows[0][1], rows[1][1]
         kept = float(student["test/acc"]) / max(float(teacher["test/acc"]), 1e-12)
         ratio = student["params"] / max(teacher["params"], 1)
-        console.print(f"student/teacher parameters: {ratio:.3f} (1/{1 / ratio:.1f}); accuracy retained: "
+        share = f"1/{1 / ratio:.1f}" if ratio < 1 else f"{ratio:.1f}x"
+        console.print(f"student/teacher parameters: {ratio:.3f} ({share}); accuracy retained: "
                       f"{100 * kept:.1f}% (T={metrics.get('temperature')}, alpha={metrics.get('alpha')})")

@@ -52,3 +52,13 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = main(["teacher", "--model.model", "cnn_tiny", "--run_dir", str(run_dir), *FAST])
     assert code == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def student_run(teacher_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run directory of a tiny student distilled from ``teacher_run`` (with CSV logs)."""
+    run_dir = tmp_path_factory.mktemp("student")
+    code = main(["student", "--model.model", "cnn_small", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
+                 "--run_dir", str(run_dir), *fast(logger=None)])
+    assert code == 0
+    return run_dir

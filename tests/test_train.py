@@ -119,3 +119,17 @@ def test_finished_run_is_not_overwritten_without_asking(teacher_run, tmp_path, c
     assert ((run_dir / "metrics.json").read_bytes(), (run_dir / "best.ckpt").read_bytes()) == before
     assert main([*args, "--overwrite", "true"]) == 0
     assert not (run_dir / "best-v1.ckpt").exists()
+
+
+def test_resume_from_last_continues_to_the_new_end(tmp_path):
+    args = ["teacher", "--model.model", "cnn_tiny", "--run_dir", str(tmp_path)]
+    assert main([*args, *FAST]) == 0
+    assert main([*args, "--ckpt_path", "last", *fast(max_epochs="2")]) == 0
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["epochs"] == 2 and metrics["steps"] == 8  # 4 batches per epoch, both epochs counted once
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    code = main(["teacher", "--run_dir", str(tmp_path), "--ckpt_path", "last", *FAST])
+    assert code == 2
+    assert f"checkpoint {tmp_path / 'last.ckpt'} not found" in capsys.readouterr().err

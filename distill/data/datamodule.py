@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
@@ -100,6 +105,7 @@ class ImageDataModule(LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.folder_train: Any = None  # image_folder: the full training ImageFolder (train + validation)
 
     # What the model side needs to know, linked into the LightningModule by the CLI.
     @property
@@ -137,10 +143,10 @@ class ImageDataModule(LightningDataModule):
             self.val_set = IndexedTensors(train.images, train.labels, val_idx)
             self.test_set = IndexedTensors(test.images, test.labels, torch.arange(len(test.labels)))
         else:
-            full = self.source.dataset(train=True)
-            train_idx, val_idx = self.split_indices(len(full))  # type: ignore[arg-type]
-            self.train_set = IndexedFolder(full, train_idx.tolist())
-            self.val_set = IndexedFolder(full, val_idx.tolist())
+            self.folder_train = self.source.dataset(train=True)
+            train_idx, val_idx = self.split_indices(len(self.folder_train))  # type: ignore[arg-type]
+            self.train_set = IndexedFolder(self.folder_train, train_idx.tolist())
+            self.val_set = IndexedFolder(self.folder_train, val_idx.tolist())
             self.test_set = IndexedFolder(self.source.dataset(train=False))
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
@@ -163,6 +169,47 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def training_images(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole training array in order, unaugmented: ``(uint8 images (B, C, H, W), indices (B,))``.
+
+        Indices are those the training batches carry, so per-sample values computed from this
+        (cached teacher outputs) can be looked up by a batch's ``indices``.
+        """
+        self.setup("fit")
+        if isinstance(self.train_set, IndexedTensors):
+            images = self.train_set.images
+            for start in range(0, len(images), self.eval_batch_size):
+                idx = torch.arange(start, min(start + self.eval_batch_size, len(images)))
+                yield images[idx], idx
+        else:
+            assert isinstance(self.train_set, IndexedFolder)
+            assert self.folder_train is not None
+            loader = DataLoader(IndexedFolder(self.folder_train), batch_size=self.eval_batch_size,
+                                num_workers=self.num_workers)
+            for images, _, idx in loader:
+                yield images, idx
+
+    def num_training_images(self) -> int:
+        """Size of the full training array (training and validation parts) that indices point into."""
+        self.setup("fit")
+        if isinstance(self.train_set, IndexedTensors):
+            return len(self.train_set.images)
+        return len(self.folder_train)  # type: ignore[arg-type]
+
+    def fingerprint(self) -> str:
+        """Identifies the training inputs a model sees (data, size, normalization) for caches keyed on them."""
+        self.setup("fit")
+        digest = hashlib.sha256()
+        info = self.info
+        digest.update(repr((info.name, info.image_size, info.mean, info.std)).encode())
+        if isinstance(self.train_set, IndexedTensors):
+            digest.update(self.train_set.images.numpy().tobytes())
+        else:
+            for path, label in self.folder_train.samples:  # type: ignore[union-attr]
+                stat = os.stat(path)
+                digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
 
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from distill import teacher_cache
 from distill.checkpoint import model_from_checkpoint
 from distill.errors import UsageError
 from distill.losses import KD, Distiller, Outputs
@@ -28,6 +31,9 @@ class DistillModule(ClassifierSystem):
         teacher_ckpt: Checkpoint of a finished teacher stage (its architecture is read from it).
         temperature: KD softening temperature T > 0.
         alpha: Weight of the KD term in [0, 1]; 0 trains the student on labels alone.
+        teacher_cache: When the student's inputs are not randomly augmented, compute the teacher's
+            logits once per training image (cached on disk beside the teacher checkpoint, keyed by
+            its bytes and the data) and look them up by index instead of running the teacher.
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
     """
 
@@ -37,6 +43,7 @@ class DistillModule(ClassifierSystem):
         teacher_ckpt: str = "checkpoints/teacher/best.ckpt",
         temperature: float = 4.0,
         alpha: float = 0.9,
+        teacher_cache: bool = True,
         **kwargs: Any,
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
@@ -45,6 +52,7 @@ class DistillModule(ClassifierSystem):
         self.distiller = distiller
         self.teacher = self._load_teacher(teacher_ckpt)
         self.teacher_params = count_parameters(self.teacher)
+        self.cached_logits: Tensor | None = None  # (N_train, K), set in on_fit_start when the cache applies
 
     def _load_teacher(self, path: str) -> nn.Module:
         teacher, hp = model_from_checkpoint(path)
@@ -63,10 +71,44 @@ class DistillModule(ClassifierSystem):
         self.teacher.eval()  # BatchNorm statistics and dropout of the teacher never switch to training
         return self
 
+    def on_fit_start(self) -> None:
+        self.cached_logits = None
+        data = self.trainer.datamodule
+        if not self.distiller.needs_teacher:
+            rank_zero_info("teacher: not run (the method ignores it, e.g. alpha=0)")
+            return
+        if not self.hparams.teacher_cache or data is None or getattr(data, "augment", True):
+            why = "teacher_cache is off" if not self.hparams.teacher_cache else "inputs are randomly augmented"
+            rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
+            return
+        self.cached_logits = self._cached_teacher_logits(data).to(self.device)
+
+    def _cached_teacher_logits(self, data: Any) -> Tensor:
+        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, data.fingerprint())
+        start = time.perf_counter()
+        # Built once, by one process; every process then reads the same file.
+        if self.trainer.is_global_zero and teacher_cache.load(path) is None:
+            batches = ((self.to_memory_format(data.transform(images.to(self.device), train=False)), indices)
+                       for images, indices in data.training_images())
+            teacher_cache.save(teacher_cache.compute_logits(self.teacher, batches, data.num_training_images(),
+                                                            self.device), path)
+            verb = "computed"
+        else:
+            verb = "loaded"
+        self.trainer.strategy.barrier("teacher_cache")
+        table = teacher_cache.load(path)
+        if table is None or len(table) != data.num_training_images():
+            raise UsageError(f"teacher logits cache {path} is unreadable; delete it and run again")
+        rank_zero_info(f"teacher: cached logits {verb} in {time.perf_counter() - start:.1f} s ({path}); "
+                       "looked up by index, the teacher does not run during training")
+        return table
+
     def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         student = Outputs(self.model(images))
         teacher = None
-        if self.distiller.needs_teacher:
+        if self.cached_logits is not None:
+            teacher = Outputs(self.cached_logits[indices])  # (B, K)
+        elif self.distiller.needs_teacher:
             # no_grad rather than inference_mode: inference tensors cannot take part in autograd.
             with torch.no_grad():
                 teacher = Outputs(self.teacher(images))

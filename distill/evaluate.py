@@ -1,0 +1,245 @@
+"""Command line: ``python -m distill.evaluate`` compares trained checkpoints on the test set.
+
+Quality (accuracy, top-5, F1, AUROC, calibration, NLL, agreement with the teacher, confusion),
+cost (parameters, exported size, FLOPs, latency, throughput) and the headline ratios, as a rich
+table, ``compare.json``, ``compare.md`` and PNG plots in ``--out_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor
+
+from distill import cost, metrics, plots
+from distill.checkpoint import Trained, load_trained
+from distill.data import ImageDataModule
+from distill.errors import UsageError
+from distill.run_dir import atomic_write_text
+
+DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
+DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
+
+
+def name_models(paths: list[Path]) -> list[str]:
+    """Report names: each checkpoint's run directory name, made unique."""
+    names: list[str] = []
+    for path in paths:
+        base = path.parent.name or path.stem
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def check_same_task(models: list[Trained]) -> None:
+    """All checkpoints must come from the same dataset, class count and input shape."""
+    first = models[0]
+    for other in models[1:]:
+        for what, a, b in (
+            ("dataset", first.data_hparams.get("dataset"), other.data_hparams.get("dataset")),
+            ("class count", first.hparams["num_classes"], other.hparams["num_classes"]),
+            ("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),
+        ):
+            if a != b:
+                raise UsageError(f"{first.path} and {other.path} differ in {what} ({a} vs {b}); "
+                                 "compare checkpoints of the same task")
+
+
+def datamodule_for(trained: Trained, data_root: str | None, batch_size: int) -> ImageDataModule:
+    """The test data the checkpoint was trained for, rebuilt from its saved DataModule settings."""
+    accepted = inspect.signature(ImageDataModule.__init__).parameters
+    kwargs = {k: v for k, v in trained.data_hparams.items() if k in accepted}
+    if data_root is not None:
+        kwargs["root"] = data_root
+    kwargs.update(eval_batch_size=batch_size, download=kwargs.get("download", True))
+    return ImageDataModule(**kwargs)
+
+
+@torch.no_grad()
+def test_logits(model: torch.nn.Module, data: ImageDataModule, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(N, K) logits and (N,) labels over the whole test set, every sample exactly once."""
+    model = model.eval().to(device)
+    all_logits, all_labels = [], []
+    for images, labels, _ in data.test_dataloader():
+        all_logits.append(model(data.transform(images.to(device), train=False)).float().cpu())
+        all_labels.append(labels)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
+             batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
+             console: Console | None = None) -> dict[str, Any]:
+    """Runs the whole comparison and writes the report; returns what ``compare.json`` holds."""
+    console = console or Console()
+    paths = [teacher, *students]
+    models = [load_trained(p) for p in paths]
+    check_same_task(models)
+    names = name_models(paths)
+    data = datamodule_for(models[0], data_root, batch_size)
+    data.setup("test")
+    classes = list(data.info.classes) or [str(i) for i in range(data.num_classes)]
+    eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                               ("cpu" if device == "auto" else device))
+    input_shape = tuple(models[0].hparams["input_shape"])
+
+    entries: list[dict[str, Any]] = []
+    teacher_logits: Tensor | None = None
+    for name, trained in zip(names, models):
+        logits, labels = test_logits(trained.model, data, eval_device)
+        entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
+                                 "checkpoint": str(trained.path), "model": trained.hparams["model"],
+                                 "test_samples": len(labels)}
+        entry.update(metrics.quality(logits, labels))
+        entry["reliability"] = metrics.reliability(logits, labels)
+        if teacher_logits is None:
+            teacher_logits = logits
+        else:
+            entry["agreement_with_teacher"] = metrics.agreement(logits, teacher_logits)
+        model = trained.model.cpu()
+        entry.update(cost.cost(model, input_shape))
+        entry["cpu"] = cost.speed(model, input_shape, torch.device("cpu"), runs=latency_runs)
+        if torch.cuda.is_available():
+            entry["gpu"] = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
+            model.cpu()
+        if "alpha" in trained.hparams:
+            entry.update(temperature=trained.hparams["temperature"], alpha=trained.hparams["alpha"])
+        entries.append(entry)
+
+    base = entries[0]
+    for entry in entries[1:]:
+        entry["ratios"] = {
+            "params": entry["params"] / base["params"],
+            "flops": entry["flops"] / base["flops"],
+            "cpu_latency": entry["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
+            "cpu_throughput": entry["cpu"]["throughput"] / base["cpu"]["throughput"],
+            "accuracy_retained": entry["acc"] / base["acc"],
+        }
+    report = {"dataset": data.info.name, "classes": classes, "cpu_threads": torch.get_num_threads(),
+              "models": entries}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "confusion": plots.confusion_matrices(entries, classes, out_dir / "confusion.png"),
+        "reliability": plots.reliability_diagram(entries, out_dir / "reliability.png"),
+        "per_class_f1": plots.per_class_f1(entries, classes, out_dir / "per_class_f1.png"),
+        "curves": plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
+                                        out_dir / "training_curves.png"),
+    }
+    report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
+    atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "compare.md", markdown(report))
+    console.print(summary_table(report))
+    for entry in entries[1:]:
+        r = entry["ratios"]
+        console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {r['flops']:.3f}x FLOPs, "
+                      f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; accuracy retained "
+                      f"{100 * r['accuracy_retained']:.1f}%")
+    console.print(f"report: {out_dir / 'compare.md'}, {out_dir / 'compare.json'}, "
+                  f"{', '.join(Path(p).name for p in report['figures'].values())}")
+    return report
+
+
+QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
+COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
+
+
+def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """Quality rows and cost rows, one per model, as display strings."""
+    quality, costs = [], []
+    for e in report["models"]:
+        quality.append([
+            e["name"], f"{100 * e['acc']:.2f}", "-" if e["top5"] is None else f"{100 * e['top5']:.2f}",
+            f"{100 * e['f1']:.2f}", f"{100 * e['auroc']:.2f}", f"{100 * e['ece']:.2f}", f"{e['nll']:.3f}",
+            f"{100 * e['agreement_with_teacher']:.2f}" if "agreement_with_teacher" in e else "-",
+        ])
+        costs.append([e["name"], e["model"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
+                      f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"])
+    return quality, costs
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Quality and cost side by side in one rich grid."""
+    quality, costs = _rows(report)
+    n = report["models"][0]["test_samples"]
+    grid = Table.grid(padding=(0, 2))
+    tables = []
+    for title, header, rows in ((f"Quality, {report['dataset']} test set ({n} images)", QUALITY, quality),
+                                (f"Cost (CPU: batch 1 latency, batch 256 throughput, {report['cpu_threads']} threads)",
+                                 COST, costs)):
+        table = Table(title=title)
+        for column in header:
+            table.add_column(column, justify="left" if column in ("model", "arch") else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    for table in tables:
+        grid.add_row(table)
+    return grid
+
+
+def markdown(report: dict[str, Any]) -> str:
+    quality, costs = _rows(report)
+    lines = [f"# Teacher vs student on {report['dataset']}", "",
+             f"Test set: {report['models'][0]['test_samples']} images, each counted once.", ""]
+    for header, rows in ((QUALITY, quality), (COST, costs)):
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines.append(f"CPU figures: median latency at batch 1 and throughput at batch 256, "
+                 f"{report['cpu_threads']} threads.")
+    base = report["models"][0]
+    lines += ["", f"Ratios against {base['name']}:", "",
+              "| model | params | FLOPs | CPU latency | CPU throughput | accuracy retained |", "|---|---|---|---|---|---|"]
+    for e in report["models"][1:]:
+        r = e["ratios"]
+        lines.append(f"| {e['name']} | {r['params']:.3f} | {r['flops']:.3f} | {r['cpu_latency']:.2f} | "
+                     f"{r['cpu_throughput']:.2f} | {100 * r['accuracy_retained']:.1f}% |")
+    lines += ["", "ECE: expected calibration error, 15 equal-width bins. Latency: median of repeated runs "
+              "after warm-up. agree: top-1 agreement with the teacher.", ""]
+    lines += [f"![{k}]({Path(v).name})" for k, v in report["figures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _OneLineParser(prog="python -m distill.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher checkpoint (default {DEFAULT_TEACHER})")
+    parser.add_argument("--student", nargs="+", default=DEFAULT_STUDENTS,
+                        help="one or more student checkpoints, e.g. distilled and trained alone")
+    parser.add_argument("--out_dir", default="reports", help="where the report goes (default reports/)")
+    parser.add_argument("--data_root", default=None, help="dataset directory, if not where training found it")
+    parser.add_argument("--batch_size", type=int, default=1000, help="test batch size")
+    parser.add_argument("--latency_runs", type=int, default=30, help="timed repetitions per latency figure")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for test logits")
+    args = parser.parse_args(argv)
+    try:
+        if args.batch_size < 1 or args.latency_runs < 1:
+            raise UsageError("--batch_size and --latency_runs must be >= 1")
+        evaluate(Path(args.teacher), [Path(p) for p in args.student], Path(args.out_dir), args.data_root,
+                 args.batch_size, args.latency_runs, args.device)
+    except UsageError as err:
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from distill.checkpoint import load_checkpoint, model_from_checkpoint
+from distill.errors import UsageError
+from distill.train import main
+
+
+class Payload:
+    """Unpickling this would run ``os.system``; weights-only loading must refuse it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(teacher_run, tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = torch.load(teacher_run / "best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["evil"] = Payload(str(marker))
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(UsageError, match=f"checkpoint {bad} refused"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+
+
+def test_pickle_payload_as_teacher_is_a_one_line_error(teacher_run, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    ckpt = torch.load(teacher_run / "best.ckpt", weights_only=True)
+    ckpt["state_dict"]["model.features.0.weight"] = Payload(str(marker))
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    code = main(["student", "--model.teacher_ckpt", str(bad), "--run_dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: checkpoint") and "refused" in err and "\n" not in err
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(teacher_run, tmp_path):
+    data = (teacher_run / "best.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match="truncated or corrupt"):
+        load_checkpoint(cut)
+
+
+def test_foreign_file_is_not_a_distill_checkpoint(tmp_path):
+    other = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(UsageError, match="not a distill checkpoint"):
+        load_checkpoint(other)
+
+
+def test_model_from_checkpoint_rebuilds_the_network(teacher_run):
+    model, hparams = model_from_checkpoint(teacher_run / "best.ckpt")
+    assert hparams["model"] == "cnn_tiny" and not model.training
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
