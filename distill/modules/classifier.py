@@ -128,13 +128,19 @@ class ClassifierSystem(LightningModule):
             decayed, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
             terms["l2"] = self.hparams.l2 * optim.l2_penalty(decayed)
         loss = torch.stack(list(terms.values())).sum()
-        # One place logs every term; values stay on the device until Lightning's logging interval.
-        self.log("train/loss", loss, prog_bar=True)
+        # One place logs every term. batch_size is given so Lightning need not search the batch for it
+        # (that search cost more than a small model's step); values stay on the device until logged.
+        batch_size = labels.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
-            self.log(f"train/loss_{name}", value)
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
         self.train_metrics.update(logits.detach(), labels)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Epoch-level training metrics, logged once per epoch rather than registered on every step.
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, "val")
@@ -145,14 +151,14 @@ class ClassifierSystem(LightningModule):
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, labels, _ = batch
         logits = self.model(self.to_memory_format(images))
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=labels.shape[0])
         metrics.update(logits, labels)
-        self.log_dict(metrics, prog_bar=stage == "val")
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=labels.shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Gradients here are unscaled (AMP) but not yet clipped: this is the pre-clipping norm.
         if self.trainer.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"], batch_size=1)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -1,0 +1,168 @@
+"""Training speed of the student stage against a hand-written PyTorch loop, measured side by side.
+
+Times N optimizer steps (after warm-up) of
+  (a) a plain PyTorch loop written here: same model, optimizer, batch size and in-memory data,
+  (b) the student stage with alpha=0 (no teacher),
+  (c) KD with the cached teacher logits,
+  (d) KD with the teacher run online on every batch,
+and the teacher's own forward pass per batch, repeated and interleaved; prints medians and ratios.
+
+    python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Callback
+
+from distill.data import ImageDataModule
+from distill.models import create_model
+from distill.train import DistillCLI
+
+
+class StepTimer(Callback):
+    """Wall time from the first step after warm-up to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.end = time.perf_counter()
+
+
+def plain_loop(data: ImageDataModule, model_name: str, batch_size: int, steps: int, warmup: int) -> float:
+    """Steps/s of the loop a user would write by hand for the same job."""
+    train = data.train_set
+    model = create_model(model_name, num_classes=data.num_classes, in_channels=data.info.in_channels)
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    order = train.indices[torch.randperm(len(train.indices))]
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        idx = order[(step * batch_size) % (len(order) - batch_size):][:batch_size]
+        images = data.transform(train.images[idx], train=False).contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(images), train.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps / (time.perf_counter() - start)
+
+
+def stage(args: list[str], run_dir: Path, steps: int, warmup: int) -> float:
+    """Steps/s of ``python -m distill.train student ARGS`` (its defaults: logging, progress bar)."""
+    cli = DistillCLI("student", ["--run_dir", str(run_dir), "--trainer.max_steps", str(warmup + steps),
+                                 "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false",
+                                 *args])
+    timer = StepTimer(warmup)
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return steps / (timer.end - timer.start)
+
+
+@torch.no_grad()
+def teacher_forward(teacher_ckpt: Path, data: ImageDataModule, batch_size: int, repeats: int = 20) -> float:
+    """Seconds per batch of the teacher's forward pass alone (eval mode, no_grad)."""
+    from distill.checkpoint import model_from_checkpoint
+
+    teacher, _ = model_from_checkpoint(teacher_ckpt)
+    teacher = teacher.to(memory_format=torch.channels_last)
+    images = data.transform(data.train_set.images[:batch_size], train=False).contiguous(
+        memory_format=torch.channels_last)
+    for _ in range(3):
+        teacher(images)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        teacher(images)
+    return (time.perf_counter() - start) / repeats
+
+
+def make_teacher(work: Path, teacher_model: str) -> Path:
+    """An (untrained) teacher checkpoint: training speed does not depend on the teacher's weights."""
+    from distill.train import main
+
+    run_dir = work / "teacher"
+    code = main(["teacher", "--model.model", teacher_model, "--run_dir", str(run_dir), "--trainer.max_steps", "1",
+                 "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                 "--trainer.logger", "false"])
+    assert code == 0
+    return run_dir / "best.ckpt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--student", default="cnn_small")
+    parser.add_argument("--teacher", default="cnn_wide")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="distill-bench-"))
+    teacher_ckpt = make_teacher(work, args.teacher)
+    data = ImageDataModule(batch_size=args.batch_size)
+    data.setup("fit")
+    common = ["--model.model", args.student, "--model.teacher_ckpt", str(teacher_ckpt),
+              "--data.batch_size", str(args.batch_size), "--overwrite", "true"]
+    variants = {
+        "plain": lambda: plain_loop(data, args.student, args.batch_size, args.steps, args.warmup),
+        "stage": lambda: stage([*common, "--model.alpha", "0"], work / "stage", args.steps, args.warmup),
+        "kd_cached": lambda: stage([*common, "--model.alpha", "0.9"], work / "cached", args.steps, args.warmup),
+        "kd_online": lambda: stage([*common, "--model.alpha", "0.9", "--model.teacher_cache", "false"],
+                                   work / "online", args.steps, args.warmup),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):  # interleaved, so drifts in machine speed hit every variant alike
+        for name, run in variants.items():
+            runs[name].append(run())
+        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in runs.items()),
+              flush=True)
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    teacher_s = teacher_forward(teacher_ckpt, data, args.batch_size)
+    expected_online = 1 / (1 / median["kd_cached"] + teacher_s)
+    result = {
+        "plain_steps_per_s": median["plain"],
+        "stage_steps_per_s": median["stage"],
+        "kd_cached_steps_per_s": median["kd_cached"],
+        "kd_online_steps_per_s": median["kd_online"],
+        "stage_vs_plain": median["stage"] / median["plain"],
+        "kd_cached_vs_stage": median["kd_cached"] / median["stage"],
+        "kd_online_vs_stage": median["kd_online"] / median["stage"],
+        "teacher_forward_s_per_step": teacher_s,
+        "kd_online_expected_steps_per_s": expected_online,
+        "kd_online_vs_expected": median["kd_online"] / expected_online,
+        "runs": runs,
+        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "batch_size": args.batch_size,
+        "student": args.student, "teacher": args.teacher, "threads": torch.get_num_threads(),
+    }
+    print(f"\nmedian steps/s over {args.repeats} interleaved repeats of {args.steps} steps, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, student {args.student}, teacher {args.teacher}")
+    print("| run | steps/s | ratio |\n|---|---|---|")
+    print(f"| (a) plain PyTorch loop | {median['plain']:.1f} | 1.00 |")
+    print(f"| (b) student stage, alpha=0 | {median['stage']:.1f} | {result['stage_vs_plain']:.2f} x (a) |")
+    print(f"| (c) KD, cached teacher logits | {median['kd_cached']:.1f} | {result['kd_cached_vs_stage']:.2f} x (b) |")
+    print(f"| (d) KD, teacher online | {median['kd_online']:.1f} | {result['kd_online_vs_stage']:.2f} x (b) |")
+    print(f"teacher forward alone: {1000 * teacher_s:.1f} ms/step; (c) plus that predicts "
+          f"{expected_online:.1f} steps/s for (d), measured {result['kd_online_vs_expected']:.2f} x of it")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
