@@ -89,3 +89,29 @@ def test_l2_term_is_logged_and_schedules_run_through_the_stage(tmp_path):
     header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss_l2", "train/loss_ce", "train/grad_norm"} <= set(header)
     assert any(h.startswith("lr") for h in header)  # one column per parameter group: lr/pg1, lr/pg2
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    data = ImageDataModule(batch_size=32, eval_batch_size=256)
+    data.setup("fit")
+    return data
+
+
+def one_step(module, data, tmp_path):
+    trainer = Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    before = [p.detach().clone() for p in module.model.parameters()]
+    trainer.fit(module, datamodule=data)
+    assert any(not torch.equal(b, p) for b, p in zip(before, module.model.parameters()))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adamax", "adagrad", "adadelta", "rmsprop"])
+def test_every_optimizer_trains_from_its_config(optimizer, small_data, tmp_path):
+    one_step(TeacherModule(model="cnn_tiny", optimizer=optimizer, lr=0.05, weight_decay=1e-4), small_data, tmp_path)
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "cosine", "step", "multistep", "exponential", "polynomial",
+                                       "onecycle", "plateau"])
+def test_every_schedule_trains_from_its_config(scheduler, small_data, tmp_path):
+    one_step(TeacherModule(model="cnn_tiny", scheduler=scheduler, warmup_steps=1), small_data, tmp_path)
