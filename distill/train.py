@@ -30,9 +30,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from distill import run_dir as rundir
-from distill.checkpoint import load_checkpoint
+from distill.checkpoint import load_checkpoint, load_trained
+from distill.checkpoint_io import AtomicCheckpointIO
 from distill.data import ImageDataModule
-from distill.errors import UsageError
+from distill.errors import DivergenceError, UsageError
 from distill.lr_find import PLOT, find_lr
 from distill.modules import ClassifierSystem, DistillModule, TeacherModule
 from distill.report import print_summary
@@ -114,6 +115,8 @@ class DistillCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", str(run_dir))
         if self.config.trainer.get("logger") in (None, True):
             kwargs["logger"] = default_loggers(run_dir)
+        if not self.config.trainer.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -169,8 +172,15 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         best_val_acc = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
         best = str(run_dir / rundir.BEST)
         trainer.save_checkpoint(best, weights_only=False)
-    results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
-    metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
+    if trainer.world_size > 1:
+        # A distributed sampler pads the test set by repeating samples; the final metrics must count
+        # each test image once, so one process evaluates the best checkpoint on the whole set.
+        if not trainer.is_global_zero:
+            return {}
+        metrics: dict[str, Any] = exact_test_metrics(best, data, trainer.strategy.root_device)
+    else:
+        results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
+        metrics = {k: float(v) for k, v in results[0].items()}
     metrics.update(
         stage=cli.stage,
         model=module.hparams.model,
@@ -197,6 +207,17 @@ class _DropTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip:" not in record.getMessage()
+
+
+def exact_test_metrics(checkpoint: str, data: ImageDataModule, device: Any) -> dict[str, float]:
+    """test/acc, test/f1 (macro) and test/loss of a checkpoint over the whole test set, in one process."""
+    from distill.evaluate import test_logits
+    from distill.metrics import quality
+
+    data.setup("test")
+    logits, labels = test_logits(load_trained(checkpoint).model, data, device)
+    q = quality(logits, labels)
+    return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
 
 
 def usage() -> str:
@@ -236,12 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli = DistillCLI(stage, rest)
         run_stage(cli)
-    except (UsageError, ArgumentError) as err:
+    except (UsageError, ArgumentError, DivergenceError) as err:
         if os.environ.get("DISTILL_DEBUG"):
             raise
         message = " ".join(str(err).split())  # one line, whatever the source
         print(f"error: {message}", file=sys.stderr)
-        return 2
+        return 2 if not isinstance(err, DivergenceError) else 1
     return 0
 
 

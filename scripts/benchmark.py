@@ -5,6 +5,7 @@ Times N optimizer steps (after warm-up) of
   (b) the student stage with alpha=0 (no teacher),
   (c) KD with the cached teacher logits,
   (d) KD with the teacher run online on every batch,
+  (e) optionally (--with_compile) the stage with torch.compile,
 and the teacher's own forward pass per batch, repeated and interleaved; prints medians and ratios.
 
     python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json]
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--student", default="cnn_small")
     parser.add_argument("--teacher", default="cnn_wide")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--with_compile", action="store_true",
+                        help="also time (e) the stage with --model.compile true (compilation not timed)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="distill-bench-"))
@@ -127,6 +130,9 @@ def main() -> None:
         "kd_online": lambda: stage([*common, "--model.alpha", "0.9", "--model.teacher_cache", "false"],
                                    work / "online", args.steps, args.warmup),
     }
+    if args.with_compile:
+        variants["compiled"] = lambda: stage([*common, "--model.alpha", "0", "--model.compile", "true"],
+                                             work / "compiled", args.steps, args.warmup)
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats):  # interleaved, so drifts in machine speed hit every variant alike
         for name, run in variants.items():
@@ -160,6 +166,11 @@ def main() -> None:
     print(f"| (d) KD, teacher online | {median['kd_online']:.1f} | {result['kd_online_vs_stage']:.2f} x (b) |")
     print(f"teacher forward alone: {1000 * teacher_s:.1f} ms/step; (c) plus that predicts "
           f"{expected_online:.1f} steps/s for (d), measured {result['kd_online_vs_expected']:.2f} x of it")
+    if args.with_compile:
+        result["compiled_steps_per_s"] = median["compiled"]
+        result["compiled_vs_stage"] = median["compiled"] / median["stage"]
+        print(f"| (e) student stage, alpha=0, torch.compile | {median['compiled']:.1f} | "
+              f"{result['compiled_vs_stage']:.2f} x (b) |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -61,3 +61,23 @@ def test_model_from_checkpoint_rebuilds_the_network(teacher_run):
     model, hparams = model_from_checkpoint(teacher_run / "best.ckpt")
     assert hparams["model"] == "cnn_tiny" and not model.training
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_atomic_checkpoint_io_replaces_whole_files(tmp_path, monkeypatch):
+    from distill.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(2))
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # stands for a kill during the save
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind

@@ -78,3 +78,18 @@ def test_forward_is_inference_only():
     module = TeacherModule(model="cnn_tiny").eval()
     with torch.no_grad():
         assert module(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_bf16_teacher_gives_close_float32_logits(teacher_run):
+    exact = make_student(teacher_run / "best.ckpt")
+    fast = make_student(teacher_run / "best.ckpt", teacher_bf16=True)
+    images = torch.randn(16, 1, 28, 28)
+    a, b = exact.teacher_logits(images), fast.teacher_logits(images)
+    assert b.dtype == torch.float32 and not b.requires_grad
+    assert torch.allclose(a, b, atol=0.1, rtol=0.05)
+
+
+def test_compile_keeps_checkpoint_keys():
+    plain = TeacherModule(model="cnn_tiny")
+    compiled = TeacherModule(model="cnn_tiny", compile=True)
+    assert list(plain.state_dict()) == list(compiled.state_dict())

@@ -115,3 +115,11 @@ def test_every_optimizer_trains_from_its_config(optimizer, small_data, tmp_path)
                                        "onecycle", "plateau"])
 def test_every_schedule_trains_from_its_config(scheduler, small_data, tmp_path):
     one_step(TeacherModule(model="cnn_tiny", scheduler=scheduler, warmup_steps=1), small_data, tmp_path)
+
+
+def test_compiled_stage_trains_and_saves_plain_keys(tmp_path):
+    code = main(["teacher", "--model.model", "cnn_tiny", "--model.compile", "true", "--run_dir", str(tmp_path),
+                 *fast(max_epochs=None), "--trainer.max_steps", "3"])
+    assert code == 0
+    keys = torch.load(tmp_path / "best.ckpt", weights_only=True)["state_dict"]
+    assert keys and not any("_orig_mod" in k for k in keys)

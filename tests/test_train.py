@@ -133,3 +133,20 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
     code = main(["teacher", "--run_dir", str(tmp_path), "--ckpt_path", "last", *FAST])
     assert code == 2
     assert f"checkpoint {tmp_path / 'last.ckpt'} not found" in capsys.readouterr().err
+
+
+def test_divergence_stops_with_step_and_terms_and_keeps_good_checkpoints(tmp_path, capsys):
+    # 4 steps per epoch; at step 6 the learning rate jumps by 1e30, so epoch 0 ends well and epoch 1 diverges.
+    code = main(["teacher", "--model.model", "cnn_tiny", "--run_dir", str(tmp_path), "--model.optimizer", "sgd",
+                 "--model.lr", "0.1", "--model.scheduler", "step", "--model.step_size", "6", "--model.gamma", "1e30",
+                 *fast(max_epochs="3")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err.startswith("error: training diverged: non-finite loss at step") and "ce=" in err
+    step = int(err.split("at step ")[1].split()[0])
+    assert step >= 6
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(tmp_path / name, weights_only=True)
+        assert ckpt["global_step"] == 4  # written at the end of epoch 0, before the divergence
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "metrics.json").exists()

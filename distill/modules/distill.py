@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ class DistillModule(ClassifierSystem):
         teacher_cache: When the student's inputs are not randomly augmented, compute the teacher's
             logits once per training image (cached on disk beside the teacher checkpoint, keyed by
             its bytes and the data) and look them up by index instead of running the teacher.
+        teacher_bf16: Run the online teacher under bfloat16 autocast (on a GPU: about half the
+            teacher's cost; its logits are cast back to float32 for the loss).
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
     """
 
@@ -44,6 +47,7 @@ class DistillModule(ClassifierSystem):
         temperature: float = 4.0,
         alpha: float = 0.9,
         teacher_cache: bool = True,
+        teacher_bf16: bool = False,
         **kwargs: Any,
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
@@ -109,10 +113,16 @@ class DistillModule(ClassifierSystem):
         if self.cached_logits is not None:
             teacher = Outputs(self.cached_logits[indices])  # (B, K)
         elif self.distiller.needs_teacher:
-            # no_grad rather than inference_mode: inference tensors cannot take part in autograd.
-            with torch.no_grad():
-                teacher = Outputs(self.teacher(images))
+            teacher = Outputs(self.teacher_logits(images))
         return student.logits, self.distiller(student, teacher, labels)
+
+    def teacher_logits(self, images: Tensor) -> Tensor:
+        """The frozen teacher's logits (B, K), float32, without autograd history."""
+        # no_grad rather than inference_mode: inference tensors cannot take part in autograd.
+        # Without teacher_bf16 the surrounding precision (e.g. Lightning's bf16-mixed) applies unchanged.
+        bf16 = torch.autocast(images.device.type, dtype=torch.bfloat16) if self.hparams.teacher_bf16 else nullcontext()
+        with torch.no_grad(), bf16:
+            return self.teacher(images).float()
 
     def trainable_module(self) -> nn.Module:
         return nn.ModuleList([self.model, self.distiller])
