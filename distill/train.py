@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities import rank_zero_info
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_checkpoint, load_trained
@@ -89,6 +90,9 @@ class DistillCLI(LightningCLI):
         parser.add_argument("--lr_find", type=Literal["show", "apply"] | None, default=None,
                             help="LR range test before training: 'show' prints the suggestion, saves "
                                  "run_dir/lr_find.png and stops; 'apply' then trains with it. A bare --lr_find is 'show'.")
+        parser.add_argument("--scale_lr_base_batch", type=int, default=0,
+                            help="Linear LR scaling (Goyal et al. 2017): multiply model.lr by the effective batch size "
+                                 "(per-device batch x devices x nodes x accumulation) over this base. 0: off.")
         parser.add_argument("--early_stopping_patience", type=int, default=0,
                             help="Stop when val/acc has not improved for this many validations (0: never).")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -133,6 +137,23 @@ def default_loggers(run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def apply_batch_scaling(trainer: Trainer, module: ClassifierSystem, data: ImageDataModule, base_batch: int) -> int:
+    """Prints the effective batch size; with ``base_batch`` > 0 scales the learning rate linearly to it."""
+    if base_batch < 0:
+        raise UsageError(f"--scale_lr_base_batch must be >= 0, got {base_batch}")
+    effective = data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    parts = (f"{data.batch_size} per device x {trainer.num_devices} device(s) x {trainer.num_nodes} node(s) x "
+             f"{trainer.accumulate_grad_batches} accumulation")
+    if base_batch:
+        before = module.hparams.lr
+        module.hparams.lr = before * effective / base_batch
+        rank_zero_info(f"effective batch size {effective} ({parts}); lr scaled {before:.3g} -> "
+                       f"{module.hparams.lr:.3g} (x {effective}/{base_batch})")
+    else:
+        rank_zero_info(f"effective batch size {effective} ({parts}); lr {module.hparams.lr:.3g}")
+    return effective
+
+
 def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
     """Maps ``last`` to ``run_dir/last.ckpt`` and checks the file loads safely before Lightning reads it."""
     if ckpt_path is None:
@@ -156,6 +177,7 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     if cli.config.lr_find == "apply":
         module.hparams.lr = find_lr(trainer, module, data, run_dir)
         print(f"training with the suggested learning rate {module.hparams.lr:.3g} (plot: {run_dir / PLOT})")
+    apply_batch_scaling(trainer, module, data, cli.config.scale_lr_base_batch)
     if trainer.is_global_zero:
         rundir.atomic_write_text(run_dir / rundir.CONFIG,
                                  cli.parser.dump(cli.config))

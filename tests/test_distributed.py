@@ -32,10 +32,13 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_both_stages_under_ddp_write_exact_test_metrics(tmp_path):
     teacher = run(["teacher", "--model.model", "cnn_tiny", "--run_dir", "t", *DDP], tmp_path)
     assert teacher.returncode == 0, teacher.stderr[-3000:]
+    # The student adds mixed precision and gradient clipping, which must work together under DDP.
     student = run(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", "t/best.ckpt", "--run_dir", "s",
-                   *DDP], tmp_path)
+                   "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "1.0", *DDP], tmp_path)
     assert student.returncode == 0, student.stderr[-3000:]
-    assert "teacher: cached logits" in student.stdout + student.stderr
+    output = student.stdout + student.stderr
+    assert "teacher: cached logits" in output
+    assert "effective batch size 64 (32 per device x 2 device(s)" in output
     data = ImageDataModule(eval_batch_size=1000)
     for run_dir in ("t", "s"):
         written = json.loads((tmp_path / run_dir / "metrics.json").read_text())

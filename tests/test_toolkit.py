@@ -123,3 +123,11 @@ def test_compiled_stage_trains_and_saves_plain_keys(tmp_path):
     assert code == 0
     keys = torch.load(tmp_path / "best.ckpt", weights_only=True)["state_dict"]
     assert keys and not any("_orig_mod" in k for k in keys)
+
+
+def test_linear_lr_scaling_to_the_effective_batch(tmp_path, capsys):
+    code = main(["teacher", "--model.model", "cnn_tiny", "--run_dir", str(tmp_path), "--model.lr", "0.01",
+                 "--scale_lr_base_batch", "16", "--trainer.accumulate_grad_batches", "2", *FAST])
+    assert code == 0
+    hp = torch.load(tmp_path / "best.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["lr"] == pytest.approx(0.01 * (32 * 2) / 16)  # batch 32 x 1 device x 2 accumulation
