@@ -100,6 +100,7 @@ class DistillCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         trainer_cfg = self.config.trainer
+        check_devices(trainer_cfg.get("accelerator"), trainer_cfg.get("devices"))
         callbacks: list[Callback] = [
             ModelCheckpoint(dirpath=self.config.run_dir, filename="best", monitor="val/acc", mode="max",
                             save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
@@ -122,6 +123,26 @@ class DistillCLI(LightningCLI):
         if not self.config.trainer.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+
+def check_devices(accelerator: Any, devices: Any) -> None:
+    """Refuses, before anything starts, to use accelerators or more devices than this machine has."""
+    import torch
+
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--trainer.accelerator {name}: no CUDA GPU is available on this machine")
+    uses_gpu = name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if uses_gpu else (os.cpu_count() or 1)
+    kind = "GPU(s)" if uses_gpu else "CPU core(s)"
+    if isinstance(devices, (list, tuple)):
+        wanted = max((int(d) for d in devices), default=-1) + 1
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        wanted = int(devices)
+    else:
+        return  # "auto" and the like: Lightning picks what exists
+    if wanted > available:
+        raise UsageError(f"--trainer.devices {devices}: this machine has {available} {kind}")
 
 
 def default_loggers(run_dir: Path) -> list[Logger]:

@@ -18,14 +18,29 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-@pytest.fixture
-def fake_fashion_mnist(tmp_path: Path) -> Path:
-    """A Fashion-MNIST-shaped IDX set (random pixels) with the official file names and counts."""
+def write_fake_fashion_mnist(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60000), ("t10k", 10000)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return tmp_path
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path: Path, monkeypatch) -> Path:
+    """A Fashion-MNIST-shaped IDX set (random pixels) with the official file names and counts;
+    the checksums of the real files are switched off for it."""
+    import distill.data.sources as sources
+
+    monkeypatch.setattr(sources, "FASHION_MNIST_SHA256", {})
+    return write_fake_fashion_mnist(tmp_path)
+
+
+def test_files_that_differ_from_the_published_ones_are_refused(tmp_path):
+    write_fake_fashion_mnist(tmp_path)
+    dm = ImageDataModule(root=str(tmp_path), download=False)
+    with pytest.raises(UsageError, match="does not match the published file"):
+        dm.setup("fit")
 
 
 def test_idx_reader_round_trips(tmp_path):
@@ -100,14 +115,23 @@ def test_hflip_mirrors_about_half():
     assert all(torch.equal(o, x[0]) or torch.equal(o, x[0].flip(2)) for o in out)
 
 
+def test_incomplete_root_is_an_error_not_a_silent_fallback(tmp_path):
+    write_fake_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UsageError, match="incomplete: missing t10k-labels-idx1-ubyte"):
+        ImageDataModule(root=str(tmp_path), download=False).setup("fit")
+
+
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     import distill.data.sources as sources
 
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     monkeypatch.setattr(sources, "DEFAULT_DOWNLOAD_ROOT", tmp_path / "nodata")
-    dm = ImageDataModule(root=str(tmp_path / "empty"), download=False)
+    dm = ImageDataModule(download=False)
     with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist"):
         dm.setup("fit")
+    with pytest.raises(UsageError, match="not found in .*empty"):
+        ImageDataModule(root=str(tmp_path / "empty"), download=False).setup("fit")
 
 
 def _write_fake_cifar(root: Path, n_train: int, n_test: int, classes: int) -> None:

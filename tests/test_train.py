@@ -92,6 +92,11 @@ BAD_INPUTS = [
     (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
     (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
     (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),
+    (["teacher", "--trainer.accelerator", "cpu", "--trainer.devices", "4096"], "this machine has"),
+    (["teacher", "--data.root", "no/such/dir", "--data.download", "false", "--run_dir", "new"],
+     "Fashion-MNIST not found in no/such/dir"),
+    *([(["teacher", "--trainer.accelerator", "gpu"], "no CUDA GPU is available")] if not torch.cuda.is_available()
+      else []),
 ]
 
 
@@ -150,3 +155,40 @@ def test_divergence_stops_with_step_and_terms_and_keeps_good_checkpoints(tmp_pat
         assert ckpt["global_step"] == 4  # written at the end of epoch 0, before the divergence
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_same_seed_and_config_give_identical_metrics(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert main(["teacher", "--model.model", "cnn_tiny", "--run_dir", str(tmp_path / name),
+                     "--seed_everything", "7", *FAST]) == 0
+        runs.append(read_json(tmp_path / name / "metrics.json"))
+    for key in ("test/acc", "test/f1", "test/loss", "best_val_acc"):
+        assert runs[0][key] == runs[1][key], key
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """A real training process is killed with SIGKILL after a checkpoint was written, then resumed."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [sys.executable, "-m", "distill.train", "teacher", "--model.model", "cnn_small", "--run_dir", "run",
+            "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "40", "--trainer.limit_val_batches", "2",
+            "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), "no checkpoint was written before the deadline"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "run" / "metrics.json").exists()  # it really died before the end
+    torch.load(last, weights_only=True)  # what the kill left on disk is whole
+
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["epochs"] == 4 and metrics["steps"] == 4 * 40

@@ -7,6 +7,7 @@ that batches can be taken by index; an image folder is read lazily, file by file
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,11 +62,19 @@ class InMemorySource:
 SOURCES: Registry[Callable[..., object]] = Registry("dataset")
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (optionally gzipped) as used by MNIST and Fashion-MNIST."""
+def _read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped) as used by MNIST and Fashion-MNIST.
+
+    Args:
+        path: The file.
+        sha256: Expected digest of the uncompressed bytes; a mismatch is an error.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise UsageError(f"{path} is truncated or corrupt ({type(err).__name__})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UsageError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
@@ -73,8 +82,19 @@ def _read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(dims)) + 4 + 4 * ndim
     if len(data) != expected:
         raise UsageError(f"{path} is truncated or corrupt: {len(data)} bytes, header says {expected}")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise UsageError(f"{path} does not match the published file (sha256 of its content differs); "
+                         "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or delete it to download again")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
+
+# sha256 of the uncompressed IDX files (the same in Debian's package, re-gzipped, and the originals).
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 
 _FMNIST_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
@@ -90,19 +110,25 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 
 def _fashion_mnist_dir(root: str | None, download: bool) -> Path:
-    """The first directory holding all four IDX files; downloads with torchvision as a last resort."""
-    candidates = []
-    if root:
-        candidates += [Path(root), Path(root) / "FashionMNIST" / "raw"]
-    candidates += [DEBIAN_FASHION_MNIST, DEFAULT_DOWNLOAD_ROOT / "FashionMNIST" / "raw"]
+    """The directory holding all four IDX files; downloads with torchvision as a last resort.
+
+    An explicit ``root`` is the only place looked at (an incomplete one is an error, never silently
+    replaced by another copy); without it, Debian's package directory, then ``data/``.
+    """
     stems = [s for pair in _FMNIST_FILES.values() for s in pair[:2]]
+    if root:
+        candidates = [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    else:
+        candidates = [DEBIAN_FASHION_MNIST, DEFAULT_DOWNLOAD_ROOT / "FashionMNIST" / "raw"]
     for directory in candidates:
-        if all(_find_idx(directory, s) for s in stems):
+        present = [s for s in stems if _find_idx(directory, s)]
+        if len(present) == len(stems):
             return directory
-    where = ", ".join(str(c) for c in candidates)
-    hint = (
-        "install it with `apt-get install dataset-fashion-mnist`, pass --data.root DIR holding the four IDX files"
-    )
+        if root and present:
+            missing = ", ".join(s for s in stems if s not in present)
+            raise UsageError(f"Fashion-MNIST in {directory} is incomplete: missing {missing}")
+    where = " or ".join(str(c) for c in candidates)
+    hint = "install it with `apt-get install dataset-fashion-mnist`, or pass --data.root DIR holding the four IDX files"
     if download:
         from torchvision.datasets import FashionMNIST
 
@@ -122,8 +148,9 @@ def _fashion_mnist_dir(root: str | None, download: bool) -> Path:
 def fashion_mnist(root: str | None = None, download: bool = True) -> InMemorySource:
     """Fashion-MNIST (Xiao et al. 2017): 60k/10k 28x28 grey images of 10 clothing classes.
 
-    Looked for in ``root``, then in Debian's ``dataset-fashion-mnist`` package, then in
-    ``data/``; downloaded with torchvision if allowed and nothing is found.
+    Looked for in ``root`` if given, else in Debian's ``dataset-fashion-mnist`` package, then in
+    ``data/``; downloaded with torchvision if allowed and nothing is found. File contents are
+    checked against the published checksums.
     """
     info = DatasetInfo(
         name="fashion_mnist", num_classes=10, in_channels=1, image_size=28,
@@ -135,8 +162,8 @@ def fashion_mnist(root: str | None = None, download: bool = True) -> InMemorySou
     def load(train: bool) -> Split:
         directory = _fashion_mnist_dir(root, download)
         image_stem, label_stem, count = _FMNIST_FILES[train]
-        images = _read_idx(_find_idx(directory, image_stem))  # type: ignore[arg-type]
-        labels = _read_idx(_find_idx(directory, label_stem))  # type: ignore[arg-type]
+        images = _read_idx(_find_idx(directory, image_stem), FASHION_MNIST_SHA256.get(image_stem))  # type: ignore[arg-type]
+        labels = _read_idx(_find_idx(directory, label_stem), FASHION_MNIST_SHA256.get(label_stem))  # type: ignore[arg-type]
         if images.shape != (count, 28, 28) or labels.shape != (count,):
             raise UsageError(f"Fashion-MNIST in {directory} has shape {images.shape}/{labels.shape}, "
                              f"expected ({count}, 28, 28)/({count},)")
