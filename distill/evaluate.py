@@ -79,7 +79,7 @@ def test_logits(model: torch.nn.Module, data: ImageDataModule, device: torch.dev
 
 def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
              batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
-             console: Console | None = None) -> dict[str, Any]:
+             console: Console | None = None, export_safetensors: bool = False) -> dict[str, Any]:
     """Runs the whole comparison and writes the report; returns what ``compare.json`` holds."""
     console = console or Console()
     paths = [teacher, *students]
@@ -137,6 +137,9 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
                                         out_dir / "training_curves.png"),
     }
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
+    if export_safetensors:
+        for entry, trained in zip(entries, models):
+            entry["safetensors"] = str(export_weights(trained.model, out_dir / f"{entry['name']}.safetensors"))
     atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", markdown(report))
     console.print(summary_table(report))
@@ -152,6 +155,17 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
 
 QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
 COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
+
+
+def export_weights(model: torch.nn.Module, path: Path) -> Path:
+    """Writes the weights as safetensors (tensors and a JSON header only: nothing to unpickle)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
@@ -227,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=1000, help="test batch size")
     parser.add_argument("--latency_runs", type=int, default=30, help="timed repetitions per latency figure")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for test logits")
+    parser.add_argument("--export_safetensors", action="store_true",
+                        help="also write each model's weights as OUT_DIR/<name>.safetensors (no pickle)")
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1 or args.latency_runs < 1:
             raise UsageError("--batch_size and --latency_runs must be >= 1")
         evaluate(Path(args.teacher), [Path(p) for p in args.student], Path(args.out_dir), args.data_root,
-                 args.batch_size, args.latency_runs, args.device)
+                 args.batch_size, args.latency_runs, args.device, export_safetensors=args.export_safetensors)
     except UsageError as err:
         if os.environ.get("DISTILL_DEBUG"):
             raise

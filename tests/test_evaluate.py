@@ -37,6 +37,20 @@ def test_report_holds_every_model_and_valid_plots(teacher_run, student_run, tmp_
     assert "Quality" in capsys.readouterr().out
 
 
+def test_safetensors_export_loads_back_into_the_model(teacher_run, student_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from distill.checkpoint import model_from_checkpoint
+
+    code = main(["--teacher", str(teacher_run / "best.ckpt"), "--student", str(student_run / "best.ckpt"),
+                 "--out_dir", str(tmp_path), "--latency_runs", "1", "--export_safetensors"])
+    assert code == 0
+    model, _ = model_from_checkpoint(student_run / "best.ckpt")
+    weights = load_file(str(tmp_path / f"{student_run.name}.safetensors"))
+    model.load_state_dict(weights)  # strict: every key, every shape
+    assert json.loads((tmp_path / "compare.json").read_text())["models"][1]["safetensors"].endswith(".safetensors")
+
+
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["--teacher", str(tmp_path / "nope.ckpt"), "--out_dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
