@@ -210,3 +210,21 @@ def test_bad_arguments(kwargs, match):
 
 def test_registry_lists_datasets():
     assert list_datasets() == ["cifar10", "cifar100", "fashion_mnist", "image_folder"]
+
+
+def test_under_ddp_each_rank_gets_its_own_shard_of_batches(fake_fashion_mnist):
+    """Lightning wraps our batch sampler in DistributedSamplerWrapper; ranks must not share samples."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    dm = ImageDataModule(root=str(fake_fashion_mnist), batch_size=100)
+    dm.setup("fit")
+    seen = []
+    for rank in (0, 1):  # each rank is a process of its own, seeded alike by seed_everything
+        torch.manual_seed(0)
+        loader = dm.train_dataloader()
+        torch.rand(rank + 1)  # ranks need not have drawn the same random numbers since
+        sampler = DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(0)
+        seen.append(torch.cat([dm.train_set[batch][2] for batch in sampler]))
+    assert len(seen[0]) == len(seen[1]) == 27000  # 540 batches of 100 split in two
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())

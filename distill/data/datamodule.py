@@ -160,7 +160,11 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() must run first"
         if isinstance(dataset, IndexedTensors):
-            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            # The shuffling generator is seeded from the run's seed, not drawn from the global RNG: under
+            # DDP every rank then enumerates the same batches and the distributed wrapper hands each rank
+            # a disjoint share of them.
+            generator = torch.Generator().manual_seed(torch.initial_seed())
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
             # drop_last in training keeps every step the same size (BatchNorm statistics, speed);
             # evaluation sees every sample exactly once.
             batches = BatchSampler(sampler, batch_size, drop_last=shuffle and len(dataset) >= batch_size)
