@@ -7,7 +7,6 @@ unknown key fails listing the valid ones.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from distill.errors import UsageError
@@ -58,5 +57,3 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-
-FactoryRegistry = Registry[Callable[..., object]]

@@ -73,13 +73,6 @@ class CifarResNet(nn.Module):
         return self.fc(self.dropout(self.pool(features).flatten(1)))
 
 
-def _resnet(depth: int, widths: tuple[int, int, int, int]):  # type: ignore[no-untyped-def]
-    def factory(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
-        return CifarResNet(depth, widths, num_classes, in_channels, dropout)
-
-    return factory
-
-
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
@@ -87,52 +80,52 @@ _WIDE = (32, 64, 128, 256)
 @register_model
 def resnet8(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-8 (0.08M parameters at 100 classes)."""
-    return _resnet(8, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(8, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet14(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-14 (0.17M)."""
-    return _resnet(14, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(14, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet20(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-20 (0.28M)."""
-    return _resnet(20, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(20, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet32(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-32 (0.47M)."""
-    return _resnet(32, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(32, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet44(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-44 (0.67M)."""
-    return _resnet(44, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(44, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet56(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-56 (0.86M)."""
-    return _resnet(56, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(56, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet110(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """CIFAR ResNet-110 (1.7M)."""
-    return _resnet(110, _NARROW)(num_classes, in_channels, dropout)
+    return CifarResNet(110, _NARROW, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet8x4(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """ResNet-8 at 4x width (1.2M), the CRD/DKD student of resnet32x4."""
-    return _resnet(8, _WIDE)(num_classes, in_channels, dropout)
+    return CifarResNet(8, _WIDE, num_classes, in_channels, dropout)
 
 
 @register_model
 def resnet32x4(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
     """ResNet-32 at 4x width (7.4M), the CRD/DKD teacher."""
-    return _resnet(32, _WIDE)(num_classes, in_channels, dropout)
+    return CifarResNet(32, _WIDE, num_classes, in_channels, dropout)
