@@ -24,7 +24,7 @@ from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import ImageDataModule
 from distill.errors import UsageError
-from distill.run_dir import atomic_write_text
+from distill.run_dir import atomic_write, atomic_write_text
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
 DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
@@ -159,12 +159,10 @@ COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
     """Writes the weights as safetensors (tensors and a JSON header only: nothing to unpickle)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(save(state)))
     return path
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from distill.errors import UsageError
 
@@ -14,14 +15,14 @@ BEST, LAST, METRICS, CONFIG = "best.ckpt", "last.ckpt", "metrics.json", "config.
 OUTPUTS = (BEST, LAST, METRICS, CONFIG)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same directory, fsync and rename,
-    so a crash leaves either the old file or the new one, never a truncated one."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Calls ``write(file)`` on a temporary file in ``path``'s directory, fsyncs it and renames it over
+    ``path``, so a crash leaves either the old file or the new one, never a truncated one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -29,6 +30,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write`` of a UTF-8 text."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:

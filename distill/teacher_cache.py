@@ -8,12 +8,12 @@ fingerprint, so a changed teacher or changed data builds a new one.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from distill.run_dir import atomic_write
 
 CACHE_DIR = "teacher_logits"
 
@@ -48,17 +48,7 @@ def compute_logits(teacher: nn.Module, batches, num_images: int, device: torch.d
 
 def save(table: Tensor, path: Path) -> None:
     """Atomic write: a temporary file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"logits": table}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save({"logits": table}, f))
 
 
 def load(path: Path) -> Tensor | None:

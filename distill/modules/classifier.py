@@ -130,8 +130,9 @@ class ClassifierSystem(LightningModule):
         images, labels, indices = batch
         logits, terms = self.training_losses(self.to_memory_format(images), labels, indices)
         if self.hparams.l2 > 0:
-            decayed, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
-            terms["l2"] = self.hparams.l2 * optim.l2_penalty(decayed)
+            if not hasattr(self, "_l2_params"):  # the same tensors every step: split once
+                self._l2_params, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
+            terms["l2"] = self.hparams.l2 * optim.l2_penalty(self._l2_params)
         loss = torch.stack(list(terms.values())).sum()
         # One place logs every term. batch_size is given so Lightning need not search the batch for it
         # (that search cost more than a small model's step); values stay on the device until logged.
