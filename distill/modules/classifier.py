@@ -96,6 +96,10 @@ class ClassifierSystem(LightningModule):
             create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {})))
         if compile:
             self.model.compile()
+        self._l2_params: list[Tensor] | None = None  # decayed parameters, split once on first use
+        self._bad_step: Tensor | None = None  # first step with a non-finite loss, -1 while none (on device)
+        self._bad_terms: Tensor | None = None  # loss and terms at that step
+        self._term_names: list[str] = []
         metrics = MetricCollection({
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
@@ -130,7 +134,7 @@ class ClassifierSystem(LightningModule):
         images, labels, indices = batch
         logits, terms = self.training_losses(self.to_memory_format(images), labels, indices)
         if self.hparams.l2 > 0:
-            if not hasattr(self, "_l2_params"):  # the same tensors every step: split once
+            if self._l2_params is None:  # the same tensors every step: split once
                 self._l2_params, _ = optim.split_decay_groups(self.model, self.hparams.decay_norm_and_bias)
             terms["l2"] = self.hparams.l2 * optim.l2_penalty(self._l2_params)
         loss = torch.stack(list(terms.values())).sum()
@@ -147,8 +151,7 @@ class ClassifierSystem(LightningModule):
     def _watch_finite(self, loss: Tensor, terms: dict[str, Tensor]) -> None:
         """Remembers the first step whose loss is not finite, on the device (no host sync per step)."""
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])  # (1+T,)
-        first = not hasattr(self, "_bad_step") or self._bad_terms.shape != values.shape
-        if first:
+        if self._bad_step is None or self._bad_terms is None:
             self._bad_step = torch.full((), -1, device=values.device, dtype=torch.long)
             self._bad_terms = torch.zeros_like(values)
             self._term_names = ["loss", *terms]
@@ -160,7 +163,7 @@ class ClassifierSystem(LightningModule):
 
     def check_finite(self) -> None:
         """Stops training (before any checkpoint is written from bad weights) if a loss was not finite."""
-        if hasattr(self, "_bad_step") and int(self._bad_step) >= 0:
+        if self._bad_step is not None and self._bad_terms is not None and int(self._bad_step) >= 0:
             terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(self._term_names, self._bad_terms.tolist()))
             raise DivergenceError(f"training diverged: non-finite loss at step {int(self._bad_step)} ({terms}); "
                                   "the checkpoints on disk are from before it. Lower --model.lr or clip gradients "
