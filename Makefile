@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo compare test clean-runs
+.PHONY: setup dataset demo compare seeds seeds-full test clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ demo: setup
 # teacher, KD student, the same student alone, and the report comparing all three
 compare: setup
 	scripts/compare_default.sh
+
+# Does KD pay off? Teacher once, then KD student / same student alone / its best recipe alone, 3 seeds each.
+seeds: setup
+	$(PY) scripts/seeds.py --seeds 3 --jobs 2 --out checkpoints/seeds_demo \
+		--alone_config teachers/fashion_mnist/cnn_small-alone.yaml
+
+seeds-full: setup
+	$(PY) scripts/seeds.py --seeds 3 --jobs 2 --out checkpoints/seeds_full \
+		--teacher_config teachers/fashion_mnist/cnn_wide-full.yaml \
+		--student_config teachers/fashion_mnist/cnn_wide-full-to-cnn_small.yaml \
+		--alone_config teachers/fashion_mnist/cnn_small-alone-full.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -215,15 +215,13 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         best_val_acc = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
         best = str(run_dir / rundir.BEST)
         trainer.save_checkpoint(best, weights_only=False)
-    if trainer.world_size > 1:
-        # A distributed sampler pads the test set by repeating samples; the final metrics must count
-        # each test image once, so one process evaluates the best checkpoint on the whole set.
-        if not trainer.is_global_zero:
-            return {}
-        metrics: dict[str, Any] = exact_test_metrics(best, data, trainer.strategy.root_device)
-    else:
-        results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
-        metrics = {k: float(v) for k, v in results[0].items()}
+    last = str(run_dir / rundir.LAST) if (run_dir / rundir.LAST).is_file() else ""
+    if trainer.world_size > 1 and not trainer.is_global_zero:
+        return {}
+    metrics: dict[str, Any] = checkpoint_test_metrics(trainer, module, data, best)
+    # The last epoch's weights too, so that best-epoch selection on validation can be told apart from it.
+    last_metrics = checkpoint_test_metrics(trainer, module, data, last) if last and best else {}
+    metrics.update({f"last_epoch/{key}": value for key, value in last_metrics.items()})
     metrics.update(
         stage=cli.stage,
         model=module.hparams.model,
@@ -243,6 +241,16 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         rundir.write_metrics(run_dir, metrics)
         print_summary(cli.stage, run_dir, metrics)
     return metrics
+
+
+def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: ImageDataModule, checkpoint: str) -> dict[str, float]:
+    """Test metrics of ``checkpoint`` (the module's current weights when empty), each test image counted once."""
+    if trainer.world_size > 1:
+        # A distributed sampler pads the test set by repeating samples; the final metrics must count
+        # each test image once, so one process (the caller's rank 0) evaluates on the whole set.
+        return exact_test_metrics(checkpoint, data, trainer.strategy.root_device)
+    results = trainer.test(module, datamodule=data, ckpt_path=checkpoint or None, verbose=False, weights_only=True)
+    return {k: float(v) for k, v in results[0].items()}
 
 
 class _DropTips(logging.Filter):

@@ -97,6 +97,18 @@ def test_transform_normalizes_and_augments_only_in_training(fake_fashion_mnist):
     assert torch.equal(dm_plain.transform(x, train=True), evaluated)
 
 
+def test_crop_padding_zero_leaves_mirroring_as_the_only_augmentation(fake_fashion_mnist):
+    dm = ImageDataModule(root=str(fake_fashion_mnist), augment=True, crop_padding=0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    plain = dm.transform(x, train=False)
+    out = dm.transform(x, train=True)
+    mirrored = [torch.equal(o, p.flip(2)) and not torch.equal(o, p) for o, p in zip(out, plain)]
+    assert all(m or torch.equal(o, p) for m, o, p in zip(mirrored, out, plain))  # never shifted
+    assert 10 < sum(mirrored) < 54
+    with pytest.raises(UsageError, match="crop_padding"):
+        ImageDataModule(root=str(fake_fashion_mnist), crop_padding=-1)
+
+
 def test_random_crop_shifts_content_and_keeps_shape():
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 4, 4] = 1.0

@@ -1,9 +1,15 @@
+import csv
+
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import CSVLogger
 
 from distill.checkpoint import load_checkpoint
+from distill.data import ImageDataModule
 from distill.errors import UsageError
 from distill.modules import DistillModule, TeacherModule
+from tests.conftest import needs_fashion_mnist
 
 
 def make_student(teacher_ckpt, **kwargs) -> DistillModule:
@@ -93,3 +99,48 @@ def test_compile_keeps_checkpoint_keys():
     plain = TeacherModule(model="cnn_tiny")
     compiled = TeacherModule(model="cnn_tiny", compile=True)
     assert list(plain.state_dict()) == list(compiled.state_dict())
+
+
+@needs_fashion_mnist
+def test_logged_training_loss_is_the_mean_since_the_last_logged_step(tmp_path):
+    class StepLosses(Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+
+    data = ImageDataModule(batch_size=32, eval_batch_size=256)
+    steps = StepLosses()
+    trainer = Trainer(max_steps=6, log_every_n_steps=3, limit_val_batches=0, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[steps],
+                      logger=CSVLogger(str(tmp_path), name="", version=""))
+    trainer.fit(TeacherModule(model="cnn_tiny", lr=0.05), datamodule=data)
+    rows = [r for r in csv.DictReader(open(tmp_path / "metrics.csv")) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [2, 5]  # Lightning writes the logs every 3rd step
+    for row, first in zip(rows, (0, 3)):
+        expected = sum(steps.losses[first:first + 3]) / 3
+        assert float(row["train/loss"]) == pytest.approx(expected, rel=1e-5)
+        assert float(row["train/loss_ce"]) == pytest.approx(expected, rel=1e-5)  # the only term
+
+
+@needs_fashion_mnist
+def test_epoch_training_accuracy_counts_every_training_batch(tmp_path):
+    class Batches(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((batch[0].clone(), batch[1].clone()))
+
+    data = ImageDataModule(batch_size=32, eval_batch_size=256)
+    batches = Batches()
+    # No BatchNorm or dropout and a vanishing learning rate: the network is the same function at every step.
+    module = TeacherModule(model="cnn_tiny", model_kwargs={"bn": False}, lr=1e-12, weight_decay=0.0)
+    trainer = Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[batches])
+    trainer.fit(module, datamodule=data)
+    with torch.no_grad():
+        correct = sum(int((module.model(images).argmax(1) == labels).sum()) for images, labels in batches.seen)
+    assert len(batches.seen) == 5
+    assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(correct / (5 * 32))

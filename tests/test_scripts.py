@@ -1,5 +1,6 @@
 """The scripts run end to end (on a CPU, tiny settings)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_fashion_mnist
+from tests.conftest import FAST, needs_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -40,3 +41,65 @@ def test_benchmark_writes_its_json(tmp_path):
     for key in ("plain_steps_per_s", "stage_steps_per_s", "kd_cached_steps_per_s", "kd_online_steps_per_s",
                 "stage_vs_plain", "kd_cached_vs_stage"):
         assert result[key] > 0, key
+
+
+def load_seeds_module():
+    spec = importlib.util.spec_from_file_location("seeds", ROOT / "scripts" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_metrics(seed, acc, last, model="cnn_small", params=100):
+    return {"seed": seed, "test/acc": acc, "last_epoch/test/acc": last, "best_val_acc": acc, "model": model,
+            "params": params, "epochs": 6, "train_seconds": 10.0, "checkpoint": f"/runs/{seed}/best.ckpt"}
+
+
+def test_seeds_summary_measures_the_gain_against_the_better_student_alone():
+    seeds = load_seeds_module()
+    teacher = fake_metrics(0, 0.93, 0.92, model="cnn_wide", params=1000)
+    kd = seeds.group("kd", "kd.yaml", [fake_metrics(0, 0.915, 0.91), fake_metrics(1, 0.925, 0.92)])
+    twin = seeds.group("alpha0_twin", "kd.yaml + alpha 0", [fake_metrics(0, 0.90, 0.90), fake_metrics(1, 0.90, 0.90)])
+    best = seeds.group("best_alone", "alone.yaml", [fake_metrics(0, 0.91, 0.90), fake_metrics(1, 0.91, 0.91)])
+    summary = seeds.summarize(teacher, kd, twin, best, "cmd")
+    assert kd["acc_mean"] == pytest.approx(92.0) and kd["acc_std"] == pytest.approx(0.707, abs=1e-3)
+    assert summary["alone"]["name"] == "best_alone" and summary["alone_other"]["name"] == "alpha0_twin"
+    assert summary["gain_mean"] == pytest.approx(1.0)  # 92.0 - 91.0, not 92.0 - 90.0
+    assert summary["gain_vs_other_mean"] == pytest.approx(2.0)
+    assert summary["gain_last_mean"] == pytest.approx(91.5 - 90.5)
+    assert summary["teacher"]["acc"] == pytest.approx(93.0) and summary["student_teacher_params"] == 0.1
+    table = seeds.markdown(summary)
+    assert "+1.00 points" in table and "0: 91.50" in table and "1: 92.50" in table
+
+
+def test_seeds_runner_trains_teacher_once_then_kd_twin_and_best_alone_per_seed(tmp_path):
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("model:\n  model: cnn_tiny\n  lr: 0.01\n")
+    out = tmp_path / "sweep"
+    args = [str(ROOT / "scripts" / "seeds.py"), "--seeds", "2", "--out", str(out), "--alone_config", str(alone),
+            "--jobs", "2", "--extra", *FAST, "--model.model", "cnn_tiny"]
+    proc = run_script(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["seed"] for r in summary["kd"]["runs"]] == [0, 1]
+    assert {summary["alone"]["name"], summary["alone_other"]["name"]} == {"alpha0_twin", "best_alone"}
+    for kind in ("kd", "twin", "best"):
+        for seed in (0, 1):
+            metrics = json.loads((out / kind / f"seed{seed}" / "metrics.json").read_text())
+            assert metrics["seed"] == seed and "last_epoch/test/acc" in metrics
+            assert metrics["stage"] == ("teacher" if kind == "best" else "student")
+            assert metrics.get("alpha") == {"kd": 0.3, "twin": 0.0, "best": None}[kind]
+    assert "lr: 0.01" in (out / "best" / "seed0" / "config.yaml").read_text()
+    assert (out / "summary.md").read_text().count("|") > 20
+    # Run again: every finished run is reused, nothing is trained or overwritten.
+    before = (out / "kd" / "seed0" / "best.ckpt").stat().st_mtime_ns
+    again = run_script(args, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 7
+    assert (out / "kd" / "seed0" / "best.ckpt").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("bad, message", [(["--seeds", "0"], "--seeds must be >= 1"),
+                                          (["--student_config", "nope.yaml"], "no such file")])
+def test_seeds_runner_refuses_bad_arguments(tmp_path, bad, message):
+    proc = run_script([str(ROOT / "scripts" / "seeds.py"), "--out", str(tmp_path / "o"), *bad], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

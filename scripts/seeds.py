@@ -1,0 +1,234 @@
+"""Does distillation pay off? The teacher once, then the student with KD and alone, over several seeds.
+
+    python scripts/seeds.py --seeds 3 --out checkpoints/seeds_demo
+    python scripts/seeds.py --seeds 3 --out checkpoints/seeds_full \\
+        --teacher_config teachers/fashion_mnist/cnn_wide-full.yaml \\
+        --student_config teachers/fashion_mnist/cnn_wide-full-to-cnn_small.yaml \\
+        --alone_config teachers/fashion_mnist/cnn_small-alone-full.yaml
+
+Trains (or reuses) the teacher, then for every seed three students through ``python -m distill.train``:
+  kd     the student recipe (``--student_config``, or the bare defaults),
+  twin   the same recipe with ``--model.alpha 0``: identical but for the teacher,
+  best   the student's own best recipe alone (``--alone_config``: a ``distill.train teacher`` config for the
+         student's architecture, e.g. with label smoothing or augmentation), same budget.
+The gain is KD against the better of the two students trained alone (by mean test accuracy), so a recipe
+that only beats a handicapped baseline does not count. Every figure is the test accuracy of the
+checkpoint with the best validation accuracy (``acc``) and of the last epoch (``acc_last``), in %.
+
+Writes ``OUT/summary.json`` and ``OUT/summary.md``; every run keeps its own directory and log under OUT.
+A finished run (its ``metrics.json`` exists) is reused, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RunFailed(RuntimeError):
+    """A training run exited with an error; the message names its log."""
+
+
+def train_command(stage: str, config: Path | None, run_dir: Path, seed: int | None, extra: list[str]) -> list[str]:
+    """The ``python -m distill.train`` command line of one run (``--overwrite``: only ever our own run_dir)."""
+    cmd = [sys.executable, "-m", "distill.train", stage]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    if seed is not None:
+        cmd += ["--seed_everything", str(seed)]
+    return cmd + ["--run_dir", str(run_dir), "--overwrite", "true", "--trainer.enable_progress_bar", "false",
+                  *extra]
+
+
+def run(cmd: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
+    """Runs one stage unless ``run_dir`` already holds its metrics; returns its metrics.json."""
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        print(f"reusing {run_dir} (finished earlier)", flush=True)
+        return json.loads(metrics_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir.with_name(run_dir.name + ".log")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    print(f"start  {run_dir}: {shlex.join(cmd[1:])}", flush=True)
+    with open(log, "w") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if code != 0 or not metrics_path.is_file():
+        raise RunFailed(f"{run_dir} failed (exit {code}); see {log}")
+    print(f"done   {run_dir} in {time.perf_counter() - start:.0f} s", flush=True)
+    return json.loads(metrics_path.read_text())
+
+
+def pct(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else round(100.0 * float(value), 2)
+
+
+def group(name: str, recipe: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard deviation and the per-seed figures of one kind of run."""
+    rows = [{"seed": m["seed"], "acc": pct(m, "test/acc"), "acc_last": pct(m, "last_epoch/test/acc"),
+             "best_val_acc": pct(m, "best_val_acc"), "epochs": m.get("epochs"), "train_seconds": m.get("train_seconds"),
+             "run_dir": str(Path(m["checkpoint"]).parent) if m.get("checkpoint") else None} for m in runs]
+    out: dict[str, Any] = {"name": name, "recipe": recipe, "model": runs[0].get("model"), "params": runs[0].get("params")}
+    for key in ("acc", "acc_last", "train_seconds"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
+        out[f"{key}_std"] = round(statistics.stdev(values), 3) if len(values) > 1 else 0.0 if values else None
+    out["runs"] = rows
+    return out
+
+
+def summarize(teacher: dict[str, Any], kd: dict[str, Any], twin: dict[str, Any], best: dict[str, Any] | None,
+              command: str) -> dict[str, Any]:
+    """summary.json: the gain of KD over the better of the students trained alone (by mean test accuracy)."""
+    alone_candidates = [g for g in (twin, best) if g is not None]
+    alone = max(alone_candidates, key=lambda g: g["acc_mean"])
+    other = next((g for g in alone_candidates if g is not alone), None)
+
+    def gain(key: str, against: dict[str, Any]) -> float | None:
+        if kd[key] is None or against[key] is None:
+            return None
+        return round(kd[key] - against[key], 3)
+
+    return {
+        "figures": "test accuracy in %: acc = checkpoint with the best validation accuracy, acc_last = last epoch",
+        "command": command,
+        "teacher": {"model": teacher.get("model"), "params": teacher.get("params"), "acc": pct(teacher, "test/acc"),
+                    "acc_last": pct(teacher, "last_epoch/test/acc"), "train_seconds": teacher.get("train_seconds"),
+                    "checkpoint": teacher.get("checkpoint")},
+        "kd": kd,
+        "alone": alone,
+        "alone_other": other,
+        "gain_mean": gain("acc_mean", alone),
+        "gain_last_mean": gain("acc_last_mean", alone),
+        "gain_vs_other_mean": gain("acc_mean", other) if other else None,
+        "student_teacher_params": round(kd["params"] / teacher["params"], 4) if teacher.get("params") else None,
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table, one row per kind of run, every seed listed."""
+    def fmt(mean: float | None, std: float | None) -> str:
+        return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+    teacher = summary["teacher"]
+    lines = [
+        f"Command: `{summary['command']}`", "",
+        "| run | model | params | test acc % (best epoch) | test acc % (last epoch) | per seed (best epoch) | train s |",
+        "|---|---|---:|---:|---:|---|---:|",
+        f"| teacher | {teacher['model']} | {teacher['params']:,} | {teacher['acc']:.2f} | "
+        f"{teacher['acc_last'] if teacher['acc_last'] is not None else '-'} | - | {teacher['train_seconds']} |",
+    ]
+    for label, g in (("KD student", summary["kd"]), (f"alone ({summary['alone']['name']}, the baseline)", summary["alone"]),
+                     (f"alone ({summary['alone_other']['name']})" if summary["alone_other"] else "", summary["alone_other"])):
+        if not g:
+            continue
+        seeds = ", ".join(f"{r['seed']}: {r['acc']:.2f}" for r in g["runs"])
+        lines.append(f"| {label} | {g['model']} | {g['params']:,} | {fmt(g['acc_mean'], g['acc_std'])} | "
+                     f"{fmt(g['acc_last_mean'], g['acc_last_std'])} | {seeds} | {g['train_seconds_mean']:.0f} |")
+    gain, gain_last = summary["gain_mean"], summary["gain_last_mean"]
+    lines += ["", f"**Gain of KD over the better student alone: {gain:+.2f} points** (best epoch; last epoch: "
+              f"{'-' if gain_last is None else f'{gain_last:+.2f}'}), over {len(summary['kd']['runs'])} seeds. "
+              f"Student/teacher parameters: {summary['student_teacher_params']}."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="Number of student seeds.")
+    parser.add_argument("--first_seed", type=int, default=0, help="Seeds are first_seed, first_seed+1, ...")
+    parser.add_argument("--out", type=Path, required=True, help="Directory for the runs and the summary.")
+    parser.add_argument("--teacher_config", type=Path, help="Teacher recipe (default: the bare teacher defaults).")
+    parser.add_argument("--teacher_ckpt", type=Path, help="Reuse this trained teacher instead of training one.")
+    parser.add_argument("--student_config", type=Path, help="KD student recipe (default: the bare student defaults).")
+    parser.add_argument("--alone_config", type=Path, help="The student's best recipe without a teacher.")
+    parser.add_argument("--jobs", type=int, default=1, help="Student runs at once (CPU threads are split among them).")
+    parser.add_argument("--student_args", default="",
+                        help="Further arguments for the KD student and its alpha=0 twin only, e.g. '--model.temperature 2'.")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                        help="Further arguments for every training run (the rest of the command line).")
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments, as a one-line message, or None."""
+    if args.seeds < 1:
+        return f"--seeds must be >= 1, got {args.seeds}"
+    if args.jobs < 1:
+        return f"--jobs must be >= 1, got {args.jobs}"
+    for flag in ("teacher_config", "teacher_ckpt", "student_config", "alone_config"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            return f"--{flag} {path}: no such file"
+    if args.teacher_ckpt is not None and not (args.teacher_ckpt.parent / "metrics.json").is_file():
+        return f"--teacher_ckpt {args.teacher_ckpt}: no metrics.json beside it (a finished teacher run directory has one)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    out = args.out.resolve()
+    resolve = lambda p: None if p is None else p.resolve()  # noqa: E731 - runs execute from the repository root
+    teacher_config, student_config, alone_config = map(resolve, (args.teacher_config, args.student_config,
+                                                                 args.alone_config))
+    cores = os.cpu_count() or 1
+    command = shlex.join(["python", "scripts/seeds.py", *(argv if argv is not None else sys.argv[1:])])
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    try:
+        if args.teacher_ckpt is not None:
+            teacher_ckpt = args.teacher_ckpt.resolve()
+            teacher = json.loads((teacher_ckpt.parent / "metrics.json").read_text())
+        else:
+            teacher = run(train_command("teacher", teacher_config, out / "teacher", None, args.extra), out / "teacher",
+                          cores)
+            teacher_ckpt = Path(teacher["checkpoint"])
+        with_teacher = ["--model.teacher_ckpt", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
+        jobs: dict[str, list[tuple[list[str], Path]]] = {"kd": [], "twin": [], "best": []}
+        for seed in seeds:
+            jobs["kd"].append((train_command("student", student_config, out / "kd" / f"seed{seed}", seed,
+                                             with_teacher), out / "kd" / f"seed{seed}"))
+            jobs["twin"].append((train_command("student", student_config, out / "twin" / f"seed{seed}", seed,
+                                               [*with_teacher, "--model.alpha", "0"]), out / "twin" / f"seed{seed}"))
+            if alone_config is not None:
+                # The student on labels alone is a supervised stage of its own: no teacher involved at all.
+                jobs["best"].append((train_command("teacher", alone_config, out / "best" / f"seed{seed}", seed,
+                                                   args.extra), out / "best" / f"seed{seed}"))
+        threads = max(1, cores // args.jobs)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {kind: [pool.submit(run, cmd, run_dir, threads) for cmd, run_dir in runs]
+                       for kind, runs in jobs.items()}
+            results = {kind: [f.result() for f in fs] for kind, fs in futures.items()}
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    recipe = lambda p, default: str(p.relative_to(ROOT) if p and p.is_relative_to(ROOT) else p or default)  # noqa: E731
+    kd_recipe = " ".join([recipe(student_config, "bare student defaults"), args.student_args]).strip()
+    kd = group("kd", kd_recipe, results["kd"])
+    twin = group("alpha0_twin", f"{kd_recipe} --model.alpha 0", results["twin"])
+    best = group("best_alone", recipe(alone_config, ""), results["best"]) if results["best"] else None
+    summary = summarize(teacher, kd, twin, best, command)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(summary))
+    print(markdown(summary))
+    print(f"wrote {out / 'summary.json'} and {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
