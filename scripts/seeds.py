@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from distill.run_dir import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -176,6 +178,34 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def absolute(path: Path | None) -> Path | None:
+    """Runs execute from the repository root: paths given relative to the caller's directory are resolved first."""
+    return None if path is None else path.resolve()
+
+
+def recipe_name(path: Path | None, default: str) -> str:
+    """A recipe as the summary names it: relative to the repository when inside it."""
+    if path is None:
+        return default
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def plan(args: argparse.Namespace, out: Path, teacher_ckpt: Path, student_config: Path | None,
+         alone_config: Path | None) -> dict[str, list[tuple[list[str], Path]]]:
+    """The (command, run directory) of every student run, by kind: kd, twin and (with an alone recipe) best."""
+    with_teacher = ["--model.teacher_ckpt", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
+    jobs: dict[str, list[tuple[list[str], Path]]] = {"kd": [], "twin": [], "best": []}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        kd_dir, twin_dir, best_dir = (out / kind / f"seed{seed}" for kind in ("kd", "twin", "best"))
+        jobs["kd"].append((train_command("student", student_config, kd_dir, seed, with_teacher), kd_dir))
+        jobs["twin"].append((train_command("student", student_config, twin_dir, seed,
+                                           [*with_teacher, "--model.alpha", "0"]), twin_dir))
+        if alone_config is not None:
+            # The student on labels alone is a supervised stage of its own: no teacher involved at all.
+            jobs["best"].append((train_command("teacher", alone_config, best_dir, seed, args.extra), best_dir))
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = check_args(args)
@@ -183,12 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out = args.out.resolve()
-    resolve = lambda p: None if p is None else p.resolve()  # noqa: E731 - runs execute from the repository root
-    teacher_config, student_config, alone_config = map(resolve, (args.teacher_config, args.student_config,
-                                                                 args.alone_config))
+    teacher_config, student_config, alone_config = map(absolute, (args.teacher_config, args.student_config,
+                                                                  args.alone_config))
     cores = os.cpu_count() or 1
     command = shlex.join(["python", "scripts/seeds.py", *(argv if argv is not None else sys.argv[1:])])
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
         if args.teacher_ckpt is not None:
             teacher_ckpt = args.teacher_ckpt.resolve()
@@ -197,17 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher = run(train_command("teacher", teacher_config, out / "teacher", None, args.extra), out / "teacher",
                           cores)
             teacher_ckpt = Path(teacher["checkpoint"])
-        with_teacher = ["--model.teacher_ckpt", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
-        jobs: dict[str, list[tuple[list[str], Path]]] = {"kd": [], "twin": [], "best": []}
-        for seed in seeds:
-            jobs["kd"].append((train_command("student", student_config, out / "kd" / f"seed{seed}", seed,
-                                             with_teacher), out / "kd" / f"seed{seed}"))
-            jobs["twin"].append((train_command("student", student_config, out / "twin" / f"seed{seed}", seed,
-                                               [*with_teacher, "--model.alpha", "0"]), out / "twin" / f"seed{seed}"))
-            if alone_config is not None:
-                # The student on labels alone is a supervised stage of its own: no teacher involved at all.
-                jobs["best"].append((train_command("teacher", alone_config, out / "best" / f"seed{seed}", seed,
-                                                   args.extra), out / "best" / f"seed{seed}"))
+        jobs = plan(args, out, teacher_ckpt, student_config, alone_config)
         threads = max(1, cores // args.jobs)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {kind: [pool.submit(run, cmd, run_dir, threads) for cmd, run_dir in runs]
@@ -216,15 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    recipe = lambda p, default: str(p.relative_to(ROOT) if p and p.is_relative_to(ROOT) else p or default)  # noqa: E731
-    kd_recipe = " ".join([recipe(student_config, "bare student defaults"), args.student_args]).strip()
+    kd_recipe = " ".join([recipe_name(student_config, "bare student defaults"), args.student_args]).strip()
     kd = group("kd", kd_recipe, results["kd"])
     twin = group("alpha0_twin", f"{kd_recipe} --model.alpha 0", results["twin"])
-    best = group("best_alone", recipe(alone_config, ""), results["best"]) if results["best"] else None
+    best = group("best_alone", recipe_name(alone_config, ""), results["best"]) if results["best"] else None
     summary = summarize(teacher, kd, twin, best, command)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(summary))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", markdown(summary))
     print(markdown(summary))
     print(f"wrote {out / 'summary.json'} and {out / 'summary.md'}")
     return 0
