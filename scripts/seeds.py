@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from distill.run_dir import atomic_write_text
+from distill.run_dir import atomic_write_text, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,10 @@ def train_command(stage: str, config: Path | None, run_dir: Path, seed: int | No
 
 def run(cmd: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
     """Runs one stage unless ``run_dir`` already holds its metrics; returns its metrics.json."""
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
+    finished = read_metrics(run_dir)
+    if finished is not None:
         print(f"reusing {run_dir} (finished earlier)", flush=True)
-        return json.loads(metrics_path.read_text())
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir.with_name(run_dir.name + ".log")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
@@ -66,10 +66,11 @@ def run(cmd: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
     print(f"start  {run_dir}: {shlex.join(cmd[1:])}", flush=True)
     with open(log, "w") as out:
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    if code != 0 or not metrics_path.is_file():
+    metrics = read_metrics(run_dir)
+    if code != 0 or metrics is None:
         raise RunFailed(f"{run_dir} failed (exit {code}); see {log}")
     print(f"done   {run_dir} in {time.perf_counter() - start:.0f} s", flush=True)
-    return json.loads(metrics_path.read_text())
+    return metrics
 
 
 def pct(metrics: dict[str, Any], key: str) -> float | None:
@@ -173,7 +174,7 @@ def check_args(args: argparse.Namespace) -> str | None:
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             return f"--{flag} {path}: no such file"
-    if args.teacher_ckpt is not None and not (args.teacher_ckpt.parent / "metrics.json").is_file():
+    if args.teacher_ckpt is not None and read_metrics(args.teacher_ckpt.parent) is None:
         return f"--teacher_ckpt {args.teacher_ckpt}: no metrics.json beside it (a finished teacher run directory has one)"
     return None
 
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.teacher_ckpt is not None:
             teacher_ckpt = args.teacher_ckpt.resolve()
-            teacher = json.loads((teacher_ckpt.parent / "metrics.json").read_text())
+            teacher = read_metrics(teacher_ckpt.parent)
+            assert teacher is not None  # check_args made sure
         else:
             teacher = run(train_command("teacher", teacher_config, out / "teacher", None, args.extra), out / "teacher",
                           cores)

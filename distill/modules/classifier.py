@@ -143,12 +143,13 @@ class ClassifierSystem(LightningModule):
             terms["l2"] = self.hparams.l2 * optim.l2_penalty(self._l2_params)
         loss = torch.stack(list(terms.values())).sum()
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])  # (1+T,)
-        self._log_losses(values, list(terms))
+        names = list(terms)
+        self._log_losses(values, names)
         # Predicted classes are kept and scored once at the epoch's end: a metric update per step costs
         # about a millisecond of Python, a few percent of a small model's step.
         self._train_preds.append(logits.detach().argmax(dim=1))  # (B,)
         self._train_labels.append(labels)
-        self._watch_finite(values, list(terms))
+        self._watch_finite(values, names)
         return loss
 
     def _log_losses(self, values: Tensor, names: list[str]) -> None:
@@ -158,12 +159,12 @@ class ClassifierSystem(LightningModule):
         write (``log_every_n_steps``): a ``self.log`` call costs about a millisecond of Python, a
         noticeable share of a small model's step, and a logged mean is less noisy than one step's value.
         """
-        self._loss_sums = values if self._loss_sums is None or self._loss_count == 0 else self._loss_sums + values
+        self._loss_sums = values if self._loss_sums is None else self._loss_sums + values
         self._loss_count += 1
         if not self.trainer._logger_connector.should_update_logs:  # the test Lightning's own LR monitor uses
             return
         means = self._loss_sums / self._loss_count  # (1+T,)
-        self._loss_count = 0
+        self._loss_sums, self._loss_count = None, 0
         self.log("train/loss", means[0], prog_bar=True, batch_size=1)
         for i, name in enumerate(names, start=1):
             self.log(f"train/loss_{name}", means[i], batch_size=1)
