@@ -38,6 +38,6 @@ def test_student_recipe_has_its_teacher_beside_it(path):
     assert teacher_recipe.is_file()
     teacher = yaml.safe_load(teacher_recipe.read_text())
     student = yaml.safe_load(path.read_text())
-    # A recipe variant carries a suffix after the architecture: cnn_wide-full.yaml trains cnn_wide.
+    # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep.
     assert teacher["model"]["model"] == teacher_name.split("-")[0] and student["model"]["model"] == student_name
     assert student["model"]["teacher_ckpt"] == f"{teacher['run_dir']}/best.ckpt"

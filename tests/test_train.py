@@ -192,3 +192,20 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["epochs"] == 4 and metrics["steps"] == 4 * 40
+
+
+def test_progress_bar_redraws_every_refresh_rate_steps(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from distill.train import ProgressBar
+
+    redrawn: list[int] = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end",
+                        lambda self, trainer, module, outputs, batch, batch_idx: redrawn.append(batch_idx + 1))
+    monkeypatch.setattr(ProgressBar, "total_train_batches", property(lambda self: 25))
+    bar = ProgressBar(refresh_rate=10)
+    for batch_idx in range(25):
+        bar.on_train_batch_end(SimpleNamespace(), None, None, None, batch_idx)
+    assert redrawn == [10, 20, 25]  # every 10th step and the epoch's last
