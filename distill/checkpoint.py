@@ -13,6 +13,7 @@ from torch import nn
 
 from distill.errors import UsageError
 from distill.models import create_model
+from distill.models.tta import with_tta
 
 MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
 
@@ -43,13 +44,18 @@ class Trained:
     """A network rebuilt from a stage's checkpoint, with what it was trained on."""
 
     path: Path
-    model: nn.Module  # eval mode, weights loaded
+    model: nn.Module  # the classifier the stage evaluated: ``network`` under the stage's test-time augmentation
+    network: nn.Module  # the trained network itself, eval mode, weights loaded
     hparams: dict[str, Any]  # the stage's: architecture, num_classes, input_shape, optimizer, ...
     data_hparams: dict[str, Any]  # the DataModule's: dataset, root, split, ...
+    tta: str = "none"  # the test-time augmentation ``model`` averages over
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuilds the network a distill stage trained, with its weights, in eval mode.
+    """Rebuilds the classifier a distill stage trained, with its weights, in eval mode.
+
+    A stage trained with a test-time augmentation (``tta``) comes back wrapped in it: the function
+    that stage validated, tested and chose its best checkpoint by.
 
     Returns:
         The model and the stage's hyperparameters (architecture, classes, input shape, ...).
@@ -58,8 +64,14 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return trained.model, trained.hparams
 
 
-def load_trained(path: str | Path) -> Trained:
-    """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with."""
+def load_trained(path: str | Path, tta: str | None = None) -> Trained:
+    """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with.
+
+    Args:
+        path: A stage's checkpoint.
+        tta: Test-time augmentation to wrap the network in (``distill.models.tta.TTA_VIEWS``);
+            None keeps the one the stage used.
+    """
     ckpt = load_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:
@@ -73,4 +85,7 @@ def load_trained(path: str | Path) -> Trained:
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
-    return Trained(Path(path), model.eval(), hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}))
+    model.eval()
+    tta = tta or hparams.get("tta", "none")
+    return Trained(Path(path), with_tta(model, tta), model, hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}),
+                   tta)

@@ -24,6 +24,7 @@ from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import ImageDataModule
 from distill.errors import UsageError
+from distill.models.tta import TTA_VIEWS
 from distill.run_dir import atomic_write, atomic_write_text
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
@@ -79,11 +80,16 @@ def test_logits(model: torch.nn.Module, data: ImageDataModule, device: torch.dev
 
 def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
              batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
-             console: Console | None = None, export_safetensors: bool = False) -> dict[str, Any]:
-    """Runs the whole comparison and writes the report; returns what ``compare.json`` holds."""
+             console: Console | None = None, export_safetensors: bool = False,
+             teacher_tta: str | None = None) -> dict[str, Any]:
+    """Runs the whole comparison and writes the report; returns what ``compare.json`` holds.
+
+    ``teacher_tta`` evaluates the teacher under that test-time augmentation (default: its stage's),
+    e.g. as a student stage's ``--model.teacher_tta`` used it.
+    """
     console = console or Console()
     paths = [teacher, *students]
-    models = [load_trained(p) for p in paths]
+    models = [load_trained(teacher, tta=teacher_tta), *(load_trained(p) for p in students)]
     check_same_task(models)
     names = name_models(paths)
     data = datamodule_for(models[0], data_root, batch_size)
@@ -98,7 +104,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     for name, trained in zip(names, models):
         logits, labels = test_logits(trained.model, data, eval_device)
         entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
-                                 "checkpoint": str(trained.path), "model": trained.hparams["model"],
+                                 "checkpoint": str(trained.path), "model": model_label(trained),
                                  "test_samples": len(labels)}
         entry.update(metrics.quality(logits, labels))
         entry["reliability"] = metrics.reliability(logits, labels)
@@ -139,7 +145,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
     if export_safetensors:
         for entry, trained in zip(entries, models):
-            entry["safetensors"] = str(export_weights(trained.model, out_dir / f"{entry['name']}.safetensors"))
+            entry["safetensors"] = str(export_weights(trained.network, out_dir / f"{entry['name']}.safetensors"))
     atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", markdown(report))
     console.print(summary_table(report))
@@ -155,6 +161,12 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
 
 QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
 COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
+
+
+def model_label(trained: Trained) -> str:
+    """Architecture name, with the test-time augmentation its classifier averages over, if any."""
+    name = trained.hparams["model"]
+    return name if trained.tta == "none" else f"{name} + {trained.tta} TTA"
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
@@ -239,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=1000, help="test batch size")
     parser.add_argument("--latency_runs", type=int, default=30, help="timed repetitions per latency figure")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for test logits")
+    parser.add_argument("--teacher_tta", default=None, choices=list(TTA_VIEWS),
+                        help="evaluate the teacher averaged over these test-time views, as a student stage's "
+                             "--model.teacher_tta taught with it (default: as its own stage tested it)")
     parser.add_argument("--export_safetensors", action="store_true",
                         help="also write each model's weights as OUT_DIR/<name>.safetensors (no pickle)")
     args = parser.parse_args(argv)
@@ -246,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1 or args.latency_runs < 1:
             raise UsageError("--batch_size and --latency_runs must be >= 1")
         evaluate(Path(args.teacher), [Path(p) for p in args.student], Path(args.out_dir), args.data_root,
-                 args.batch_size, args.latency_runs, args.device, export_safetensors=args.export_safetensors)
+                 args.batch_size, args.latency_runs, args.device, export_safetensors=args.export_safetensors,
+                 teacher_tta=args.teacher_tta)
     except UsageError as err:
         if os.environ.get("DISTILL_DEBUG"):
             raise

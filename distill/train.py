@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_checkpoint, load_trained
@@ -238,6 +239,7 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         model=module.hparams.model,
         dataset=data.hparams.dataset,
         params=module.num_params,
+        tta=module.hparams.tta,  # test figures are of the classifier averaged over these views
         best_val_acc=best_val_acc,
         checkpoint=best,
         epochs=trainer.current_epoch,
@@ -247,7 +249,10 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     )
     if isinstance(module, DistillModule):
         metrics.update(teacher_ckpt=module.hparams.teacher_ckpt, teacher_params=module.teacher_params,
-                       temperature=module.hparams.temperature, alpha=module.hparams.alpha)
+                       temperature=module.hparams.temperature, alpha=module.hparams.alpha,
+                       teacher_tta=module.teacher_tta,
+                       # The teacher as it taught (its test-time augmentation included), on the same test set.
+                       teacher_test_acc=model_test_metrics(module.teacher, data, trainer.strategy.root_device)["test/acc"])
     if trainer.is_global_zero:
         rundir.write_metrics(run_dir, metrics)
         print_summary(cli.stage, run_dir, metrics)
@@ -273,11 +278,16 @@ class _DropTips(logging.Filter):
 
 def exact_test_metrics(checkpoint: str, data: ImageDataModule, device: Any) -> dict[str, float]:
     """test/acc, test/f1 (macro) and test/loss of a checkpoint over the whole test set, in one process."""
+    return model_test_metrics(load_trained(checkpoint).model, data, device)
+
+
+def model_test_metrics(model: nn.Module, data: ImageDataModule, device: Any) -> dict[str, float]:
+    """test/acc, test/f1 (macro) and test/loss of ``model`` over the whole test set, in one process."""
     from distill.evaluate import test_logits
     from distill.metrics import quality
 
     data.setup("test")
-    logits, labels = test_logits(load_trained(checkpoint).model, data, device)
+    logits, labels = test_logits(model, data, device)
     q = quality(logits, labels)
     return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
 

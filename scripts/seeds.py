@@ -84,6 +84,8 @@ def group(name: str, recipe: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
              "best_val_acc": pct(m, "best_val_acc"), "epochs": m.get("epochs"), "train_seconds": m.get("train_seconds"),
              "run_dir": str(Path(m["checkpoint"]).parent) if m.get("checkpoint") else None} for m in runs]
     out: dict[str, Any] = {"name": name, "recipe": recipe, "model": runs[0].get("model"), "params": runs[0].get("params")}
+    if runs[0].get("teacher_test_acc") is not None:  # distilled runs: the teacher as it taught (same in every run)
+        out.update(teacher_tta=runs[0].get("teacher_tta", "none"), teacher_acc=pct(runs[0], "teacher_test_acc"))
     for key in ("acc", "acc_last", "train_seconds"):
         values = [r[key] for r in rows if r[key] is not None]
         out[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
@@ -104,10 +106,15 @@ def summarize(teacher: dict[str, Any], kd: dict[str, Any], twin: dict[str, Any],
             return None
         return round(kd[key] - against[key], 3)
 
+    # The teacher as it taught: with the test-time augmentation the student stage used, if any; its own
+    # stage's test accuracy (acc_stage) is of the classifier that stage validated.
+    tta = kd.get("teacher_tta", teacher.get("tta", "none"))
+    taught = {"model": teacher.get("model") if tta == "none" else f"{teacher.get('model')} + {tta} TTA",
+              "acc": kd.get("teacher_acc", pct(teacher, "test/acc"))}
     return {
         "figures": "test accuracy in %: acc = checkpoint with the best validation accuracy, acc_last = last epoch",
         "command": command,
-        "teacher": {"model": teacher.get("model"), "params": teacher.get("params"), "acc": pct(teacher, "test/acc"),
+        "teacher": {**taught, "params": teacher.get("params"), "acc_stage": pct(teacher, "test/acc"),
                     "acc_last": pct(teacher, "last_epoch/test/acc"), "train_seconds": teacher.get("train_seconds"),
                     "checkpoint": teacher.get("checkpoint")},
         "kd": kd,
@@ -126,12 +133,16 @@ def markdown(summary: dict[str, Any]) -> str:
         return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
     teacher = summary["teacher"]
+    # Its own stage's figures describe the classifier that stage tested, which differs under a student-side TTA.
+    same = teacher["acc_stage"] == teacher["acc"]
+    teacher_last = teacher["acc_last"] if same and teacher["acc_last"] is not None else "-"
+    teacher_note = "-" if same else f"its own stage's test: {teacher['acc_stage']:.2f}"
     lines = [
         f"Command: `{summary['command']}`", "",
         "| run | model | params | test acc % (best epoch) | test acc % (last epoch) | per seed (best epoch) | train s |",
         "|---|---|---:|---:|---:|---|---:|",
-        f"| teacher | {teacher['model']} | {teacher['params']:,} | {teacher['acc']:.2f} | "
-        f"{teacher['acc_last'] if teacher['acc_last'] is not None else '-'} | - | {teacher['train_seconds']} |",
+        f"| teacher | {teacher['model']} | {teacher['params']:,} | {teacher['acc']:.2f} | {teacher_last} | "
+        f"{teacher_note} | {teacher['train_seconds']} |",
     ]
     for label, g in (("KD student", summary["kd"]), (f"alone ({summary['alone']['name']}, the baseline)", summary["alone"]),
                      (f"alone ({summary['alone_other']['name']})" if summary["alone_other"] else "", summary["alone_other"])):

@@ -1,12 +1,17 @@
+import json
 import os
 import pickle
 
 import pytest
 import torch
 
-from distill.checkpoint import load_checkpoint, model_from_checkpoint
+from distill.checkpoint import load_checkpoint, load_trained, model_from_checkpoint
+from distill.data import ImageDataModule
 from distill.errors import UsageError
+from distill.models import create_model
+from distill.models.tta import TestTimeAugmented
 from distill.train import main
+from tests.conftest import fast
 
 
 class Payload:
@@ -61,6 +66,27 @@ def test_model_from_checkpoint_rebuilds_the_network(teacher_run):
     model, hparams = model_from_checkpoint(teacher_run / "best.ckpt")
     assert hparams["model"] == "cnn_tiny" and not model.training
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert not isinstance(model, TestTimeAugmented)
+
+
+def test_stage_with_test_time_augmentation_is_evaluated_and_reloaded_with_it(tmp_path):
+    run_dir = tmp_path / "t"
+    assert main(["teacher", "--model.model", "cnn_tiny", "--model.tta", "flip", "--run_dir", str(run_dir),
+                 *fast(limit_test_batches="1", eval_batch_size="64")]) == 0
+    model, hparams = model_from_checkpoint(run_dir / "best.ckpt")
+    assert hparams["tta"] == "flip" and isinstance(model, TestTimeAugmented)
+    trained = load_trained(run_dir / "best.ckpt")  # its network is what gets exported: the plain network's keys
+    assert trained.network is trained.model.model
+    assert set(trained.network.state_dict()) == set(create_model("cnn_tiny", num_classes=10).state_dict())
+    # The stage's own test accuracy is the flip-averaged classifier's, on the first 64 test images.
+    data = ImageDataModule()
+    data.setup("test")
+    images, labels, _ = next(iter(data.test_dataloader()))
+    images = data.transform(images[:64], train=False)
+    with torch.no_grad():
+        acc = (model(images).argmax(1) == labels[:64]).float().mean().item()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test/acc"] == pytest.approx(acc, abs=1e-6)
 
 
 def test_atomic_checkpoint_io_replaces_whole_files(tmp_path, monkeypatch):

@@ -105,6 +105,9 @@ def test_crop_padding_zero_leaves_mirroring_as_the_only_augmentation(fake_fashio
     mirrored = [torch.equal(o, p.flip(2)) and not torch.equal(o, p) for o, p in zip(out, plain)]
     assert all(m or torch.equal(o, p) for m, o, p in zip(mirrored, out, plain))  # never shifted
     assert 10 < sum(mirrored) < 54
+    assert dm.random_transforms() == {"hflip"}
+    assert ImageDataModule(root=str(fake_fashion_mnist), augment=True).random_transforms() == {"crop", "hflip"}
+    assert ImageDataModule(root=str(fake_fashion_mnist), augment=False).random_transforms() == set()
     with pytest.raises(UsageError, match="crop_padding"):
         ImageDataModule(root=str(fake_fashion_mnist), crop_padding=-1)
 

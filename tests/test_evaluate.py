@@ -51,6 +51,29 @@ def test_safetensors_export_loads_back_into_the_model(teacher_run, student_run, 
     assert json.loads((tmp_path / "compare.json").read_text())["models"][1]["safetensors"].endswith(".safetensors")
 
 
+def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(teacher_run, student_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from distill.checkpoint import load_trained
+    from distill.evaluate import datamodule_for, test_logits
+
+    reports = {}
+    for tta in ("none", "flip"):
+        out = tmp_path / tta
+        assert main(["--teacher", str(teacher_run / "best.ckpt"), "--student", str(student_run / "best.ckpt"),
+                     "--out_dir", str(out), "--latency_runs", "1", "--teacher_tta", tta, "--export_safetensors"]) == 0
+        reports[tta] = json.loads((out / "compare.json").read_text())["models"][0]
+    plain, flipped = reports["none"], reports["flip"]
+    assert plain["model"] == "cnn_tiny" and flipped["model"] == "cnn_tiny + flip TTA"
+    trained = load_trained(teacher_run / "best.ckpt", tta="flip")
+    data = datamodule_for(trained, None, 1000)
+    data.setup("test")
+    logits, labels = test_logits(trained.model, data, torch.device("cpu"))
+    assert flipped["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert flipped["flops"] == 2 * plain["flops"] and flipped["params"] == plain["params"]  # two passes, one network
+    trained.network.load_state_dict(load_file(flipped["safetensors"]))  # the network's own keys, strict
+
+
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["--teacher", str(tmp_path / "nope.ckpt"), "--out_dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()

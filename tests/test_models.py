@@ -3,6 +3,7 @@ import torch
 
 from distill.errors import UsageError
 from distill.models import count_parameters, create_model, list_models
+from distill.models.tta import TTA_VIEWS, TestTimeAugmented, shift, with_tta
 
 # Parameter counts at 100 classes as cited in the CRD/DKD papers (../shared/ANCHORS.md), in millions.
 PUBLISHED_MILLIONS = {
@@ -61,3 +62,34 @@ def test_bn_and_dropout_are_factory_arguments():
     plain = create_model("cnn_small", num_classes=10, in_channels=1, bn=False, dropout=0.5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in plain.modules())
+
+
+def test_shift_moves_content_and_repeats_edges():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert torch.equal(shift(x, 1, 0)[0, 0, :, 1:], x[0, 0, :, :3]) and torch.equal(shift(x, 1, 0)[..., 0], x[..., 0])
+    assert torch.equal(shift(x, 0, -1)[0, 0, :3], x[0, 0, 1:]) and torch.equal(shift(x, 0, -1)[..., 3, :], x[..., 3, :])
+    assert shift(x, 0, 0) is x
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip_shift"])
+def test_test_time_augmentation_averages_its_views_and_is_blind_to_mirroring(tta):
+    torch.manual_seed(0)
+    model = create_model("cnn_tiny", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    averaged = with_tta(model, tta)
+    with torch.no_grad():
+        out = averaged(x)
+        views = [shift(x, dx, dy) for dx, dy, _ in TTA_VIEWS[tta]]
+        expected = torch.stack([model(v.flip(3) if m else v) for v, (*_, m) in zip(views, TTA_VIEWS[tta])]).mean(0)
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert not torch.allclose(out, model(x), atol=1e-4)  # the views do change this network's logits
+        assert torch.allclose(averaged(x.flip(3)), out, atol=1e-5)  # a mirror sees the same set of views
+    assert isinstance(averaged, TestTimeAugmented) and averaged.invariant_to == {"hflip"}
+    assert count_parameters(averaged) == count_parameters(model)
+
+
+def test_no_test_time_augmentation_is_the_model_itself_and_unknown_names_list_the_valid_ones():
+    model = create_model("cnn_tiny", num_classes=10, in_channels=1)
+    assert with_tta(model, "none") is model
+    with pytest.raises(UsageError, match="unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"):
+        with_tta(model, "rotate")

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 
 import pytest
 import torch
@@ -78,6 +79,16 @@ def test_teacher_checkpoint_is_plain_and_loads_weights_only(teacher_run):
 def test_bad_hyperparameters_fail_at_construction(kwargs, match):
     with pytest.raises(UsageError, match=match):
         TeacherModule(model="cnn_tiny", **kwargs)
+
+
+def test_mirrored_test_time_views_are_refused_where_a_mirror_changes_the_class(tmp_path):
+    data = ImageDataModule(batch_size=32)
+    data.source.info = dataclasses.replace(data.info, hflip=False)  # e.g. digits or text
+    module = TeacherModule(model="cnn_tiny", tta="flip")
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(UsageError, match="tta=flip: a mirrored image of fashion_mnist does not keep its class"):
+        trainer.fit(module, datamodule=data)
 
 
 def test_forward_is_inference_only():

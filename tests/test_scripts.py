@@ -70,6 +70,13 @@ def test_seeds_summary_measures_the_gain_against_the_better_student_alone():
     assert summary["teacher"]["acc"] == pytest.approx(93.0) and summary["student_teacher_params"] == 0.1
     table = seeds.markdown(summary)
     assert "+1.00 points" in table and "0: 91.50" in table and "1: 92.50" in table
+    assert summary["teacher"]["model"] == "cnn_wide"
+    # A student stage that averaged the teacher over test-time views reports the teacher as it taught.
+    taught = [{**fake_metrics(s, 0.915, 0.91), "teacher_tta": "flip_shift", "teacher_test_acc": 0.9385} for s in (0, 1)]
+    summary = seeds.summarize(teacher, seeds.group("kd", "kd.yaml", taught), twin, best, "cmd")
+    assert summary["teacher"]["model"] == "cnn_wide + flip_shift TTA"
+    assert summary["teacher"]["acc"] == pytest.approx(93.85) and summary["teacher"]["acc_stage"] == pytest.approx(93.0)
+    assert "its own stage's test: 93.00" in seeds.markdown(summary)
 
 
 def test_seeds_runner_trains_teacher_once_then_kd_twin_and_best_alone_per_seed(tmp_path):

@@ -1,11 +1,26 @@
 import shutil
 
+import pytest
 import torch
 
 from distill import teacher_cache
 from distill.checkpoint import model_from_checkpoint
 from distill.data import ImageDataModule
+from distill.models.tta import TestTimeAugmented, average_logits
 from distill.modules import DistillModule
+from distill.train import main
+from tests.conftest import fast
+
+NO_CACHE = shutil.ignore_patterns(teacher_cache.CACHE_DIR)  # copies of a teacher run start without caches
+
+
+@pytest.fixture(scope="module")
+def flip_teacher_run(tmp_path_factory):
+    """A tiny teacher whose stage used flip test-time augmentation: its checkpoint is a flip-averaged classifier."""
+    run_dir = tmp_path_factory.mktemp("flip_teacher")
+    assert main(["teacher", "--model.model", "cnn_tiny", "--model.tta", "flip", "--run_dir", str(run_dir),
+                 *fast()]) == 0
+    return run_dir
 
 
 def test_cached_logits_equal_fresh_ones(teacher_run):
@@ -42,17 +57,62 @@ def test_corrupt_cache_reads_as_missing(tmp_path):
     assert teacher_cache.load(path) is None
 
 
-def test_student_uses_the_cache_only_without_augmentation(teacher_run, tmp_path):
+def _fit_student(teacher_ckpt, data, tmp_path, **kwargs) -> DistillModule:
     from lightning.pytorch import Trainer
 
-    run_dir = tmp_path / "t"
-    shutil.copytree(teacher_run, run_dir)  # keep the session's teacher directory free of caches
-    for augment, expect_cache in ((False, True), (True, False)):
-        module = DistillModule(model="cnn_tiny", teacher_ckpt=str(run_dir / "best.ckpt"), num_classes=10,
-                               input_shape=(1, 28, 28))
-        data = ImageDataModule(augment=augment, batch_size=64)
-        trainer = Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-        trainer.fit(module, datamodule=data)
+    module = DistillModule(model="cnn_tiny", teacher_ckpt=str(teacher_ckpt), num_classes=10, input_shape=(1, 28, 28),
+                           **kwargs)
+    trainer = Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    return module
+
+
+# (augment, crop_padding) -> whether the cache serves a plain teacher, and a flip-averaged one
+@pytest.mark.parametrize("augment, crop_padding, plain_cached, flip_cached", [
+    (False, None, True, True),  # no augmentation: every teacher's targets are fixed
+    (True, 0, False, True),  # flips only: a flip-averaged teacher gives an image and its mirror one target
+    (True, None, False, False),  # crops move the image: no teacher here is invariant to that
+])
+def test_student_caches_the_teacher_only_where_its_targets_cannot_vary(
+        teacher_run, flip_teacher_run, tmp_path, augment, crop_padding, plain_cached, flip_cached):
+    for source, expect_cache in ((teacher_run, plain_cached), (flip_teacher_run, flip_cached)):
+        run_dir = tmp_path / source.name
+        shutil.copytree(source, run_dir, ignore=NO_CACHE)  # keep the session's teacher directories free of caches
+        data = ImageDataModule(augment=augment, crop_padding=crop_padding, batch_size=64)
+        module = _fit_student(run_dir / "best.ckpt", data, tmp_path)
         assert (module.cached_logits is not None) == expect_cache
-    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 1
+        assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == int(expect_cache)
+
+
+def test_flip_teacher_cache_holds_flip_averaged_logits(flip_teacher_run, tmp_path):
+    run_dir = tmp_path / "t"
+    shutil.copytree(flip_teacher_run, run_dir, ignore=NO_CACHE)
+    data = ImageDataModule(augment=True, crop_padding=0, batch_size=64)
+    module = _fit_student(run_dir / "best.ckpt", data, tmp_path)
+    teacher, _ = model_from_checkpoint(run_dir / "best.ckpt")
+    assert isinstance(teacher, TestTimeAugmented) and module.teacher_tta == "flip"
+    idx = torch.tensor([3, 40000])
+    images = data.transform(data.train_set.images[idx], train=False)
+    with torch.no_grad():
+        expected = average_logits(teacher.model, images, "flip")
+        assert torch.allclose(module.cached_logits[idx], expected, atol=1e-5)
+        assert torch.allclose(module.cached_logits[idx], teacher(images.flip(3)), atol=1e-5)  # the mirror's target too
+
+
+def test_student_side_teacher_tta_overrides_the_teachers_own_and_keys_its_cache(teacher_run, tmp_path):
+    run_dir = tmp_path / "t"
+    shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)  # a teacher whose own stage used no test-time augmentation
+    data = ImageDataModule(augment=True, crop_padding=0, batch_size=64)
+    module = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta="flip_shift")
+    assert module.teacher_tta == "flip_shift" and module.cached_logits is not None  # flips only: cached
+    network, _ = model_from_checkpoint(run_dir / "best.ckpt")
+    idx = torch.tensor([5, 123])
+    images = data.transform(data.train_set.images[idx], train=False)
+    with torch.no_grad():
+        assert torch.allclose(module.cached_logits[idx], average_logits(network, images, "flip_shift"), atol=1e-5)
+    plain = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path)
+    assert plain.teacher_tta == "none"
+    with torch.no_grad():
+        assert torch.allclose(plain.cached_logits[idx], network(images), atol=1e-5)
+    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 2  # one cache per view set

@@ -43,6 +43,16 @@ def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
     assert {"test/acc", "test/f1", "params"} <= set(metrics)
     assert metrics["params"] == 29178 and metrics["teacher_params"] == 1442
     assert metrics["temperature"] == 2.0 and metrics["alpha"] == 0.5
+    # The teacher as it taught, measured on the whole test set (the trainer's test-batch limit is for the student).
+    from distill.checkpoint import load_trained
+    from distill.evaluate import datamodule_for, test_logits
+
+    trained = load_trained(teacher_run / "best.ckpt")
+    data = datamodule_for(trained, None, 1000)
+    data.setup("test")
+    logits, labels = test_logits(trained.model, data, torch.device("cpu"))
+    assert metrics["teacher_tta"] == "none" and metrics["tta"] == "none"
+    assert metrics["teacher_test_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     ckpt = torch.load(student_dir / "best.ckpt", weights_only=True)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
     assert ckpt["hyper_parameters"]["model"] == "cnn_small"

@@ -229,6 +229,13 @@ class ImageDataModule(LightningDataModule):
                 digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         return digest.hexdigest()
 
+    def random_transforms(self) -> frozenset[str]:
+        """Names of the random transforms training batches go through: ``crop``, ``hflip``, or none."""
+        if not self.augment:
+            return frozenset()
+        padding = self.info.crop_padding if self.crop_padding is None else self.crop_padding
+        return frozenset(name for name, used in (("crop", padding > 0), ("hflip", self.info.hflip)) if used)
+
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled."""
         if train and self.augment:

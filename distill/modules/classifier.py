@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from distill import optim
 from distill.errors import DivergenceError, UsageError
 from distill.models import count_parameters, create_model
+from distill.models.tta import TTA_VIEWS, average_logits, check_tta
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images (B, C, H, W), labels (B,), dataset indices (B,)
 
@@ -50,6 +51,11 @@ class ClassifierSystem(LightningModule):
             CPU with oneDNN and on GPU tensor cores; the numbers computed are the same).
         compile: Compile the trained network's forward with ``torch.compile`` (in place: checkpoints
             and their keys are unchanged). Pays off for long runs on a GPU; measure on a CPU.
+        tta: Test-time augmentation of the trained classifier: ``none``, ``flip`` (the image and its
+            mirror) or ``flip_shift`` (those and 1-pixel shifts in four directions, 10 views). Its
+            logits are averaged over the views in validation, test, the best checkpoint's choice,
+            ``forward`` and every later load of the checkpoint (evaluation, a student's teacher),
+            at one forward pass per view. Training is unchanged.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class ClassifierSystem(LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = True,
         compile: bool = False,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -91,6 +98,7 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
+        check_tta(tta)
         self.save_hyperparameters()
         self.model = self.to_memory_format(
             create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {})))
@@ -126,8 +134,18 @@ class ClassifierSystem(LightningModule):
         return count_parameters(self.model)
 
     def forward(self, images: Tensor) -> Tensor:
-        """Inference: normalized images (B, C, H, W) -> logits (B, num_classes)."""
-        return self.model(images)
+        """Inference: normalized images (B, C, H, W) -> logits (B, num_classes), averaged over ``tta``'s views."""
+        return average_logits(self.model, images, self.hparams.tta)
+
+    def mirrored_views(self) -> list[str]:
+        """Settings of this system whose test-time views include mirrored images."""
+        return [f"tta={self.hparams.tta}"] if any(m for *_, m in TTA_VIEWS[self.hparams.tta]) else []
+
+    def setup(self, stage: str) -> None:
+        info = getattr(self.trainer.datamodule, "info", None)
+        if info is not None and not info.hflip and self.mirrored_views():
+            raise UsageError(f"{', '.join(self.mirrored_views())}: a mirrored image of {info.name} "
+                             "does not keep its class; use a view set without flips")
 
     def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the named loss terms of one training batch; subclasses override."""
@@ -208,7 +226,7 @@ class ClassifierSystem(LightningModule):
 
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, labels, _ = batch
-        logits = self.model(self.to_memory_format(images))
+        logits = self(self.to_memory_format(images))
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=labels.shape[0])
         metrics.update(logits, labels)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=labels.shape[0])

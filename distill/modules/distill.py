@@ -11,10 +11,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from distill import teacher_cache
-from distill.checkpoint import model_from_checkpoint
+from distill.checkpoint import load_trained
 from distill.errors import UsageError
 from distill.losses import KD, Distiller, Outputs
 from distill.models import count_parameters
+from distill.models.tta import TTA_VIEWS, check_tta
 from distill.modules.classifier import ClassifierSystem
 
 TEACHER_PREFIX = "teacher."
@@ -34,9 +35,14 @@ class DistillModule(ClassifierSystem):
         alpha: Weight of the KD term in [0, 1]; 0 trains the student on labels alone. The default 0.3
             is the Fashion-MNIST CPU recipe's (measured over seeds, README recipe notes); the CIFAR
             benchmark recipes use Hinton's 0.9.
-        teacher_cache: When the student's inputs are not randomly augmented, compute the teacher's
-            logits once per training image (cached on disk beside the teacher checkpoint, keyed by
-            its bytes and the data) and look them up by index instead of running the teacher.
+        teacher_tta: Test-time augmentation of the teacher (``none``, ``flip`` or ``flip_shift``, see
+            ``ClassifierSystem``): its logits averaged over those views of each image are the
+            soft targets. Default: the one the teacher's own stage used (its ``tta``).
+        teacher_cache: When the student's inputs are not randomly augmented, or only by transforms
+            the teacher is invariant to (flips, for a teacher with test-time augmentation),
+            compute the teacher's logits once per training image (cached on disk beside the teacher
+            checkpoint, keyed by its bytes and the data) and look them up by index instead of
+            running the teacher.
         teacher_bf16: Run the online teacher under bfloat16 autocast (on a GPU: about half the
             teacher's cost; its logits are cast back to float32 for the loss).
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
@@ -48,12 +54,15 @@ class DistillModule(ClassifierSystem):
         teacher_ckpt: str = "checkpoints/teacher/best.ckpt",
         temperature: float = 4.0,
         alpha: float = 0.3,
+        teacher_tta: str | None = None,
         teacher_cache: bool = True,
         teacher_bf16: bool = False,
         **kwargs: Any,
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
         distiller: Distiller = KD(temperature=temperature, alpha=alpha)
+        if teacher_tta is not None:
+            check_tta(teacher_tta)
         super().__init__(model=model, **kwargs)
         self.distiller = distiller
         self.teacher = self._load_teacher(teacher_ckpt)
@@ -61,7 +70,8 @@ class DistillModule(ClassifierSystem):
         self.cached_logits: Tensor | None = None  # (N_train, K), set in on_fit_start when the cache applies
 
     def _load_teacher(self, path: str) -> nn.Module:
-        teacher, hp = model_from_checkpoint(path)
+        trained = load_trained(path, tta=self.hparams.teacher_tta)
+        hp = trained.hparams
         expected_shape = tuple(self.hparams.input_shape)
         if hp["num_classes"] != self.hparams.num_classes:
             raise UsageError(f"teacher {path} predicts {hp['num_classes']} classes but the data has "
@@ -69,8 +79,14 @@ class DistillModule(ClassifierSystem):
         if tuple(hp["input_shape"]) != expected_shape:
             raise UsageError(f"teacher {path} takes inputs of shape {tuple(hp['input_shape'])} but the data has "
                              f"{expected_shape}")
+        self.teacher_tta = trained.tta  # the views the teacher averages over
+        teacher = trained.model
         teacher.requires_grad_(False)
         return self.to_memory_format(teacher).eval()
+
+    def mirrored_views(self) -> list[str]:
+        mirrored = any(m for *_, m in TTA_VIEWS[self.teacher_tta])
+        return super().mirrored_views() + ([f"teacher_tta={self.teacher_tta}"] if mirrored else [])
 
     def train(self, mode: bool = True) -> "DistillModule":
         super().train(mode)
@@ -83,14 +99,24 @@ class DistillModule(ClassifierSystem):
         if not self.distiller.needs_teacher:
             rank_zero_info("teacher: not run (the method ignores it, e.g. alpha=0)")
             return
-        if not self.hparams.teacher_cache or data is None or getattr(data, "augment", True):
-            why = "teacher_cache is off" if not self.hparams.teacher_cache else "inputs are randomly augmented"
+        why = None
+        if not self.hparams.teacher_cache:
+            why = "teacher_cache is off"
+        elif data is None:
+            why = "no DataModule says how the inputs are augmented"
+        else:
+            # A cached target serves every view of an image that the teacher cannot tell apart.
+            varying = data.random_transforms() - getattr(self.teacher, "invariant_to", frozenset())
+            if varying:
+                why = (f"inputs are randomly augmented ({', '.join(sorted(varying))}) "
+                       "and the teacher's output varies with it")
+        if why is not None:
             rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
             return
         self.cached_logits = self._cached_teacher_logits(data).to(self.device)
 
     def _cached_teacher_logits(self, data: Any) -> Tensor:
-        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, data.fingerprint())
+        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, f"{data.fingerprint()}|tta={self.teacher_tta}")
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
         if self.trainer.is_global_zero and teacher_cache.load(path) is None:
