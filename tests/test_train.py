@@ -93,6 +93,8 @@ BAD_INPUTS = [
     (["teacher", "--model.model", "resnet9000"], "unknown model 'resnet9000'; valid:"),
     (["teacher", "--model.optimizer", "lion"], "unknown optimizer 'lion'; valid:"),
     (["teacher", "--model.scheduler", "zigzag"], "unknown scheduler 'zigzag'; valid:"),
+    (["teacher", "--model.tta", "rotate"], "unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"),
+    (["student", "--model.teacher_tta", "rotate"], "unknown test-time augmentation 'rotate'; valid:"),
     (["teacher", "--data.dataset", "mnist3d"], "unknown dataset 'mnist3d'; valid:"),
     (["teacher", "--model.lr", "0"], "lr must be > 0"),
     (["teacher", "--data.batch_size", "0"], "batch sizes must be >= 1"),
