@@ -24,7 +24,7 @@ from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import ImageDataModule
 from distill.errors import UsageError
-from distill.models.tta import TTA_VIEWS
+from distill.models.tta import TTA_VIEWS, label
 from distill.run_dir import atomic_write, atomic_write_text
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
@@ -165,8 +165,7 @@ COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
 
 def model_label(trained: Trained) -> str:
     """Architecture name, with the test-time augmentation its classifier averages over, if any."""
-    name = trained.hparams["model"]
-    return name if trained.tta == "none" else f"{name} + {trained.tta} TTA"
+    return label(trained.hparams["model"], trained.tta)
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from distill.models.tta import label as tta_label
 from distill.run_dir import atomic_write_text, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +109,7 @@ def summarize(teacher: dict[str, Any], kd: dict[str, Any], twin: dict[str, Any],
 
     # The teacher as it taught: with the test-time augmentation the student stage used, if any; its own
     # stage's test accuracy (acc_stage) is of the classifier that stage validated.
-    tta = kd.get("teacher_tta", teacher.get("tta", "none"))
-    taught = {"model": teacher.get("model") if tta == "none" else f"{teacher.get('model')} + {tta} TTA",
+    taught = {"model": tta_label(teacher.get("model"), kd.get("teacher_tta", teacher.get("tta", "none"))),
               "acc": kd.get("teacher_acc", pct(teacher, "test/acc"))}
     return {
         "figures": "test accuracy in %: acc = checkpoint with the best validation accuracy, acc_last = last epoch",

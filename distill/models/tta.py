@@ -28,6 +28,16 @@ def check_tta(name: str) -> str:
     return name
 
 
+def mirrors(tta: str) -> bool:
+    """Whether the view set ``tta`` includes mirrored images."""
+    return any(mirrored for *_, mirrored in TTA_VIEWS[tta])
+
+
+def label(model: str, tta: str) -> str:
+    """How reports name a classifier: the architecture, with its view set if it averages over one."""
+    return model if tta == "none" else f"{model} + {tta} TTA"
+
+
 def shift(images: Tensor, dx: int, dy: int) -> Tensor:
     """Moves the content of (B, C, H, W) images by (dx, dy) pixels, repeating the edge pixels.
 

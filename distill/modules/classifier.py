@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from distill import optim
 from distill.errors import DivergenceError, UsageError
 from distill.models import count_parameters, create_model
-from distill.models.tta import TTA_VIEWS, average_logits, check_tta
+from distill.models.tta import average_logits, check_tta, mirrors
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images (B, C, H, W), labels (B,), dataset indices (B,)
 
@@ -139,7 +139,7 @@ class ClassifierSystem(LightningModule):
 
     def mirrored_views(self) -> list[str]:
         """Settings of this system whose test-time views include mirrored images."""
-        return [f"tta={self.hparams.tta}"] if any(m for *_, m in TTA_VIEWS[self.hparams.tta]) else []
+        return [f"tta={self.hparams.tta}"] if mirrors(self.hparams.tta) else []
 
     def setup(self, stage: str) -> None:
         info = getattr(self.trainer.datamodule, "info", None)

@@ -15,7 +15,7 @@ from distill.checkpoint import load_trained
 from distill.errors import UsageError
 from distill.losses import KD, Distiller, Outputs
 from distill.models import count_parameters
-from distill.models.tta import TTA_VIEWS, check_tta
+from distill.models.tta import check_tta, mirrors
 from distill.modules.classifier import ClassifierSystem
 
 TEACHER_PREFIX = "teacher."
@@ -85,8 +85,7 @@ class DistillModule(ClassifierSystem):
         return self.to_memory_format(teacher).eval()
 
     def mirrored_views(self) -> list[str]:
-        mirrored = any(m for *_, m in TTA_VIEWS[self.teacher_tta])
-        return super().mirrored_views() + ([f"teacher_tta={self.teacher_tta}"] if mirrored else [])
+        return super().mirrored_views() + ([f"teacher_tta={self.teacher_tta}"] if mirrors(self.teacher_tta) else [])
 
     def train(self, mode: bool = True) -> "DistillModule":
         super().train(mode)
