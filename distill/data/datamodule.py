@@ -229,18 +229,21 @@ class ImageDataModule(LightningDataModule):
                 digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         return digest.hexdigest()
 
+    @property
+    def crop_pixels(self) -> int:
+        """Padding of the training crop in pixels: ``crop_padding``, or the dataset's when that is None."""
+        return self.info.crop_padding if self.crop_padding is None else self.crop_padding
+
     def random_transforms(self) -> frozenset[str]:
         """Names of the random transforms training batches go through: ``crop``, ``hflip``, or none."""
         if not self.augment:
             return frozenset()
-        padding = self.info.crop_padding if self.crop_padding is None else self.crop_padding
-        return frozenset(name for name, used in (("crop", padding > 0), ("hflip", self.info.hflip)) if used)
+        return frozenset(name for name, used in (("crop", self.crop_pixels > 0), ("hflip", self.info.hflip)) if used)
 
     def transform(self, images: Tensor, train: bool) -> Tensor:
         """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled."""
         if train and self.augment:
-            padding = self.info.crop_padding if self.crop_padding is None else self.crop_padding
-            images = augment.random_crop(images, padding)
+            images = augment.random_crop(images, self.crop_pixels)
             if self.info.hflip:
                 images = augment.random_hflip(images)
         return augment.normalize(images, self.info.mean, self.info.std)
