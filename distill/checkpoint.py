@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Trained:
     hparams: dict[str, Any]  # the stage's: architecture, num_classes, input_shape, optimizer, ...
     data_hparams: dict[str, Any]  # the DataModule's: dataset, root, split, ...
     tta: str = "none"  # the test-time augmentation ``model`` averages over
+    fill: tuple[float, ...] | None = None  # the border value of its shifted views (None: edge pixels)
+
+    def with_fill(self, fill: tuple[float, ...]) -> "Trained":
+        """The same network and views, shifted views filled with ``fill``."""
+        return dataclasses.replace(self, model=with_tta(self.network, self.tta, fill), fill=tuple(fill))
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -64,13 +70,15 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return trained.model, trained.hparams
 
 
-def load_trained(path: str | Path, tta: str | None = None) -> Trained:
+def load_trained(path: str | Path, tta: str | None = None, fill: tuple[float, ...] | None = None) -> Trained:
     """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with.
 
     Args:
         path: A stage's checkpoint.
         tta: Test-time augmentation to wrap the network in (``distill.models.tta.TTA_VIEWS``);
             None keeps the one the stage used.
+        fill: Border value of shifted views (``distill.models.tta.shift``); None keeps the stage's
+            (checkpoints saved before it was recorded repeat the edge pixels).
     """
     ckpt = load_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
@@ -87,5 +95,6 @@ def load_trained(path: str | Path, tta: str | None = None) -> Trained:
         raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
     model.eval()
     tta = tta or hparams.get("tta", "none")
-    return Trained(Path(path), with_tta(model, tta), model, hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}),
-                   tta)
+    fill = tuple(fill) if fill is not None else hparams.get("tta_fill")
+    return Trained(Path(path), with_tta(model, tta, fill), model, hparams,
+                   dict(ckpt.get("datamodule_hyper_parameters") or {}), tta, None if fill is None else tuple(fill))

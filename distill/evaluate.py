@@ -24,6 +24,7 @@ from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import ImageDataModule
 from distill.errors import UsageError
+from distill.losses import create_distiller
 from distill.models.tta import TTA_VIEWS, label
 from distill.run_dir import atomic_write, atomic_write_text
 
@@ -94,6 +95,9 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     names = name_models(paths)
     data = datamodule_for(models[0], data_root, batch_size)
     data.setup("test")
+    # Shifted test-time views are filled as the data's training crop pads (as every stage run through
+    # the CLI does), also for checkpoints saved before the fill was recorded.
+    models = [trained.with_fill(data.crop_fill) for trained in models]
     classes = list(data.info.classes) or [str(i) for i in range(data.num_classes)]
     eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                ("cpu" if device == "auto" else device))
@@ -118,8 +122,11 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
         if torch.cuda.is_available():
             entry["gpu"] = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
             model.cpu()
-        if "alpha" in trained.hparams:
-            entry.update(temperature=trained.hparams["temperature"], alpha=trained.hparams["alpha"])
+        if "alpha" in trained.hparams:  # a distilled student: how, with the method's defaults filled in
+            hp = trained.hparams
+            method = hp.get("method", "kd")  # checkpoints from before the method choice are KD
+            distiller = create_distiller(method, temperature=hp["temperature"], alpha=hp["alpha"], beta=hp.get("beta"))
+            entry.update(method=method, **distiller.settings())
         entries.append(entry)
 
     base = entries[0]

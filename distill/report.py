@@ -38,4 +38,12 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
         ratio = student["params"] / max(teacher["params"], 1)
         share = f"1/{1 / ratio:.1f}" if ratio < 1 else f"{ratio:.1f}x"
         console.print(f"student/teacher parameters: {ratio:.3f} ({share}); accuracy retained: "
-                      f"{100 * kept:.1f}% (T={metrics.get('temperature')}, alpha={metrics.get('alpha')})")
+                      f"{100 * kept:.1f}% ({_method(metrics)})")
+
+
+def _method(metrics: dict) -> str:
+    """How the student was distilled, e.g. ``kd T=4.0, alpha=0.3`` or ``dkd T=4.0, alpha=0.5, beta=8.0``."""
+    parts = [f"T={metrics.get('temperature')}", f"alpha={metrics.get('alpha')}"]
+    if metrics.get("beta") is not None:
+        parts.append(f"beta={metrics['beta']}")
+    return f"{metrics.get('method', 'kd')} {', '.join(parts)}"

@@ -109,6 +109,7 @@ class DistillCLI(LightningCLI):
                             help="Stop when val/acc has not improved for this many validations (0: never).")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.crop_fill", "model.tta_fill", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         trainer_cfg = self.config.trainer
@@ -249,7 +250,7 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     )
     if isinstance(module, DistillModule):
         metrics.update(teacher_ckpt=module.hparams.teacher_ckpt, teacher_params=module.teacher_params,
-                       temperature=module.hparams.temperature, alpha=module.hparams.alpha,
+                       method=module.hparams.method, **module.distiller.settings(),
                        teacher_tta=module.teacher_tta,
                        # The teacher as it taught (its test-time augmentation included), on the same test set.
                        teacher_test_acc=model_test_metrics(module.teacher, data, trainer.strategy.root_device)["test/acc"])

@@ -10,6 +10,7 @@ from distill.data import ImageDataModule, list_datasets
 from distill.data import augment
 from distill.data.sources import _read_idx
 from distill.errors import UsageError
+from distill.models.tta import shift
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -120,6 +121,15 @@ def test_random_crop_shifts_content_and_keeps_shape():
     assert (out.sum(dim=(1, 2, 3)) <= 1).all()  # a pixel moved or fell off, never duplicated
     positions = {tuple(torch.nonzero(o[0])[0].tolist()) for o in out if o.sum() > 0}
     assert len(positions) > 1
+
+
+def test_shifted_views_filled_with_crop_fill_are_exact_training_crops(fake_fashion_mnist):
+    data = ImageDataModule(root=str(fake_fashion_mnist), download=False)
+    raw = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    padded = torch.nn.functional.pad(raw, (1, 1, 1, 1))  # what the training crop does: black border
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        crop = padded[..., 1 - dy : 29 - dy, 1 - dx : 29 - dx]
+        assert torch.equal(shift(data.transform(raw, train=False), dx, dy, data.crop_fill), data.transform(crop, train=False))
 
 
 def test_hflip_mirrors_about_half():

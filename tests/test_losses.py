@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import UsageError
-from distill.losses import DISTILLERS, KD, Outputs, kd_loss
+from distill.losses import DISTILLERS, DKD, KD, Outputs, create_distiller, dkd_loss, kd_loss
 
 
 def test_kd_loss_matches_hand_computation():
@@ -69,3 +69,53 @@ def test_every_method_returns_named_scalar_terms(name):
     assert terms and all(v.ndim == 0 for v in terms.values())
     sum(terms.values()).backward()
     assert student.grad is not None
+
+
+def test_kd_is_tckd_plus_nckd_weighted_by_the_teachers_non_target_mass():
+    # The decomposition DKD starts from (Zhao et al. 2022, eq. 5), per sample: KD = TCKD + (1 - p_t) NCKD.
+    torch.manual_seed(0)
+    student, teacher = 3 * torch.randn(6, 10), 3 * torch.randn(6, 10)
+    labels = torch.randint(0, 10, (6,))
+    t = 2.0
+    for i in range(6):
+        s, te, y = student[i : i + 1], teacher[i : i + 1], labels[i : i + 1]
+        tckd, nckd = dkd_loss(s, te, y, t, beta=1.0)
+        p_target = torch.softmax(te / t, dim=1)[0, y[0]]
+        assert kd_loss(s, te, t).item() == pytest.approx((tckd + (1 - p_target) * nckd).item(), rel=1e-4)
+
+
+def test_dkd_is_zero_for_equal_logits_and_stable_for_confident_ones():
+    logits = torch.tensor([[30.0, -30.0, 0.0], [0.0, 0.0, 60.0]])
+    labels = torch.tensor([0, 2])
+    tckd, nckd = dkd_loss(logits, logits.clone(), labels, 1.0, beta=8.0)
+    assert tckd.item() == pytest.approx(0.0, abs=1e-6) and nckd.item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 3, requires_grad=True)
+    sum(dkd_loss(student, logits, labels, 1.0, beta=8.0)).backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_dkd_nckd_scales_with_beta_and_terms_mix_by_alpha():
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    tckd, nckd = dkd_loss(student, teacher, labels, 4.0, beta=1.0)
+    terms = DKD(temperature=4.0, alpha=0.4, beta=8.0)(Outputs(student), Outputs(teacher), labels)
+    assert set(terms) == {"ce", "tckd", "nckd"}
+    assert terms["tckd"].item() == pytest.approx(0.4 * tckd.item(), rel=1e-5)
+    assert terms["nckd"].item() == pytest.approx(0.4 * 8.0 * nckd.item(), rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(0.6 * F.cross_entropy(student, labels).item(), rel=1e-5)
+    assert not DKD(alpha=0.0).needs_teacher
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"alpha": 1.5}, {"beta": -1.0}])
+def test_dkd_rejects_bad_arguments(kwargs):
+    with pytest.raises(UsageError):
+        DKD(**kwargs)
+
+
+def test_create_distiller_passes_only_given_values_and_refuses_foreign_ones():
+    assert create_distiller("dkd", temperature=2.0, alpha=0.5, beta=None).beta == 8.0  # None: the method's default
+    assert create_distiller("dkd", temperature=2.0, alpha=0.5, beta=2.0).beta == 2.0
+    with pytest.raises(UsageError, match="distillation method 'kd' does not take beta"):
+        create_distiller("kd", temperature=2.0, alpha=0.5, beta=2.0)
+    with pytest.raises(UsageError, match="unknown distillation method 'fitnet'; valid: dkd, kd"):
+        create_distiller("fitnet", temperature=2.0, alpha=0.5)

@@ -3,7 +3,7 @@ import torch
 
 from distill.errors import UsageError
 from distill.models import count_parameters, create_model, list_models
-from distill.models.tta import TTA_VIEWS, TestTimeAugmented, shift, with_tta
+from distill.models.tta import TTA_VIEWS, TestTimeAugmented, describe, shift, with_tta
 
 # Parameter counts at 100 classes as cited in the CRD/DKD papers (../shared/ANCHORS.md), in millions.
 PUBLISHED_MILLIONS = {
@@ -69,6 +69,20 @@ def test_shift_moves_content_and_repeats_edges():
     assert torch.equal(shift(x, 1, 0)[0, 0, :, 1:], x[0, 0, :, :3]) and torch.equal(shift(x, 1, 0)[..., 0], x[..., 0])
     assert torch.equal(shift(x, 0, -1)[0, 0, :3], x[0, 0, 1:]) and torch.equal(shift(x, 0, -1)[..., 3, :], x[..., 3, :])
     assert shift(x, 0, 0) is x
+
+
+def test_shift_fills_the_uncovered_border_with_the_given_value_per_channel():
+    x = torch.arange(32.0).view(1, 2, 4, 4)
+    moved = shift(x, -1, 1, fill=(-5.0, 7.0))  # left and down
+    assert torch.equal(moved[0, :, 1:, :3], x[0, :, :3, 1:])
+    assert (moved[0, 0, 0] == -5.0).all() and (moved[0, 0, :, 3] == -5.0).all()
+    assert (moved[0, 1, 0] == 7.0).all() and (moved[0, 1, :, 3] == 7.0).all()
+
+
+def test_describe_names_the_fill_only_where_views_are_shifted():
+    black = (-0.81,)
+    assert describe("none", black) == "none" and describe("flip", black) == "flip"
+    assert describe("flip_shift", None) != describe("flip_shift", black) != describe("flip_shift", (0.0,))
 
 
 @pytest.mark.parametrize("tta", ["flip", "flip_shift"])

@@ -109,10 +109,19 @@ def test_student_side_teacher_tta_overrides_the_teachers_own_and_keys_its_cache(
     network, _ = model_from_checkpoint(run_dir / "best.ckpt")
     idx = torch.tensor([5, 123])
     images = data.transform(data.train_set.images[idx], train=False)
+    # The teacher stage ran through the CLI, which records the data's crop fill (black) for shifted views.
+    assert module.teacher_fill == data.crop_fill
     with torch.no_grad():
-        assert torch.allclose(module.cached_logits[idx], average_logits(network, images, "flip_shift"), atol=1e-5)
+        expected = average_logits(network, images, "flip_shift", data.crop_fill)
+        assert torch.allclose(module.cached_logits[idx], expected, atol=1e-5)
+        assert not torch.allclose(expected, average_logits(network, images, "flip_shift"), atol=1e-4)  # edge: differs
     plain = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path)
     assert plain.teacher_tta == "none"
     with torch.no_grad():
         assert torch.allclose(plain.cached_logits[idx], network(images), atol=1e-5)
     assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 2  # one cache per view set
+    # Another border fill is another function of the image: its own cache, with its own targets.
+    gray = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta="flip_shift", tta_fill=(0.0,))
+    assert gray.teacher_fill == (0.0,)
+    assert not torch.allclose(gray.cached_logits[idx], module.cached_logits[idx], atol=1e-4)
+    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 3

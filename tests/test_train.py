@@ -17,6 +17,11 @@ from tests.conftest import FAST, fast, needs_fashion_mnist
 pytestmark = needs_fashion_mnist
 
 
+def logged_columns(run_dir: Path) -> set[str]:
+    """The metric names of a run's CSV log."""
+    return set((run_dir / "logs" / "metrics.csv").read_text().splitlines()[0].split(","))
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -56,6 +61,11 @@ def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
     ckpt = torch.load(student_dir / "best.ckpt", weights_only=True)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
     assert ckpt["hyper_parameters"]["model"] == "cnn_small"
+    # The CLI hands the data's crop fill (a black pixel, normalized) to the system for shifted test-time views.
+    from distill.data import ImageDataModule
+
+    assert tuple(ckpt["hyper_parameters"]["tta_fill"]) == ImageDataModule().crop_fill
+    assert ImageDataModule().crop_fill == pytest.approx((-0.2860 / 0.3530,))
     config = (student_dir / "config.yaml").read_text()
     assert "temperature: 2.0" in config and "alpha: 0.5" in config
 
@@ -65,6 +75,16 @@ def test_alpha_zero_trains_the_student_alone(teacher_run, tmp_path):
                  "--model.alpha", "0", "--run_dir", str(tmp_path / "alone"), *FAST])
     assert code == 0
     assert read_json(tmp_path / "alone" / "metrics.json")["alpha"] == 0.0
+
+
+def test_dkd_student_through_the_cli_records_its_method(teacher_run, tmp_path):
+    code = main(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
+                 "--model.method", "dkd", "--model.beta", "2", "--run_dir", str(tmp_path / "dkd"),
+                 *fast(logger=None), "--trainer.log_every_n_steps", "1"])
+    assert code == 0
+    metrics = read_json(tmp_path / "dkd" / "metrics.json")
+    assert metrics["method"] == "dkd" and metrics["beta"] == 2.0 and metrics["alpha"] == 0.3
+    assert {"train/loss_tckd", "train/loss_nckd", "train/loss_ce"} <= logged_columns(tmp_path / "dkd")
 
 
 def test_max_steps_inside_the_first_epoch_still_leaves_best(tmp_path):
@@ -101,6 +121,9 @@ BAD_INPUTS = [
     (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in (0, 1)"),
     (["student", "--model.temperature", "0"], "temperature must be > 0"),
     (["student", "--model.alpha", "1.5"], "alpha must be in [0, 1]"),
+    (["student", "--model.method", "fitnet"], "unknown distillation method 'fitnet'; valid: dkd, kd"),
+    (["student", "--model.beta", "2"], "distillation method 'kd' does not take beta"),
+    (["student", "--model.method", "dkd", "--model.beta", "-1"], "beta must be >= 0"),
     (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
     (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
     (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),

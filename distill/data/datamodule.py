@@ -234,6 +234,15 @@ class ImageDataModule(LightningDataModule):
         """Padding of the training crop in pixels: ``crop_padding``, or the dataset's when that is None."""
         return self.info.crop_padding if self.crop_padding is None else self.crop_padding
 
+    @property
+    def crop_fill(self) -> tuple[float, ...]:
+        """Per-channel value, after normalization, of the border the training crop adds: a black pixel.
+
+        Test-time shifted views fill their border with it too (``distill.models.tta.shift``).
+        """
+        black = torch.zeros(1, self.info.in_channels, 1, 1, dtype=torch.uint8)
+        return tuple(augment.normalize(black, self.info.mean, self.info.std).flatten().tolist())
+
     def random_transforms(self) -> frozenset[str]:
         """Names of the random transforms training batches go through: ``crop``, ``hflip``, or none."""
         if not self.augment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -25,9 +26,14 @@ class Distiller(nn.Module):
     """One distillation method: maps student and teacher outputs to named, weighted loss terms.
 
     The training system sums the returned terms into the loss and logs each as
-    ``train/loss_<name>``; a method never sums or logs itself. Methods with learnable parts
+    ``train/loss_<name>``; a method never sums or logs itself. Each constructor argument is kept
+    as an attribute of the same name (``settings`` reads them back). Methods with learnable parts
     (FitNets regressors, CRD embeddings) hold them as submodules, so the optimizer sees them.
     """
+
+    def settings(self) -> dict[str, float]:
+        """The method's constructor arguments as plain values (for metrics and reports)."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
 
     @property
     def needs_teacher(self) -> bool:

@@ -7,6 +7,9 @@ so the averaged classifier gives an image and its mirror the same logits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -38,27 +41,39 @@ def label(model: str, tta: str) -> str:
     return model if tta == "none" else f"{model} + {tta} TTA"
 
 
-def shift(images: Tensor, dx: int, dy: int) -> Tensor:
-    """Moves the content of (B, C, H, W) images by (dx, dy) pixels, repeating the edge pixels.
+def shift(images: Tensor, dx: int, dy: int, fill: Sequence[float] | None = None) -> Tensor:
+    """Moves the content of (B, C, H, W) images by (dx, dy) pixels.
 
-    Edge replication commutes with per-channel normalization, so the result is the same whether
-    the images are normalized before or after.
+    Args:
+        images: (B, C, H, W) batch.
+        dx, dy: Pixels to move right and down (negative: left and up).
+        fill: Per-channel value (C,) of the uncovered border, in the images' units: the value the
+            training crop pads with (a black pixel, normalized; ``ImageDataModule.crop_fill``), so a
+            shifted view looks like a training crop. None repeats the edge pixels (how checkpoints
+            saved without a fill were evaluated).
     """
     if dx == 0 and dy == 0:
         return images
     p = max(abs(dx), abs(dy))
     h, w = images.shape[-2:]
-    padded = F.pad(images, (p, p, p, p), mode="replicate")  # (B, C, H+2p, W+2p)
+    if fill is None:
+        padded = F.pad(images, (p, p, p, p), mode="replicate")  # (B, C, H+2p, W+2p)
+    else:
+        inside = torch.zeros(h + 2 * p, w + 2 * p, dtype=torch.bool, device=images.device)
+        inside[p : p + h, p : p + w] = True
+        border = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        padded = torch.where(inside, F.pad(images, (p, p, p, p)), border)  # (B, C, H+2p, W+2p)
     return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
-def average_logits(model: nn.Module, images: Tensor, tta: str) -> Tensor:
+def average_logits(model: nn.Module, images: Tensor, tta: str, fill: Sequence[float] | None = None) -> Tensor:
     """Mean of ``model``'s logits over the views ``tta`` names; plain ``model(images)`` for "none".
 
     Args:
         model: Classifier mapping (B, C, H, W) images to (B, K) logits.
         images: (B, C, H, W) batch.
         tta: A key of ``TTA_VIEWS``.
+        fill: The border value of shifted views (see ``shift``).
 
     Returns:
         (B, K) logits.
@@ -68,7 +83,7 @@ def average_logits(model: nn.Module, images: Tensor, tta: str) -> Tensor:
         return model(images)
     total = None
     for dx, dy, mirrored in views:
-        view = shift(images, dx, dy)
+        view = shift(images, dx, dy, fill)
         logits = model(view.flip(3) if mirrored else view)  # (B, K)
         total = logits if total is None else total + logits
     return total / len(views)
@@ -85,15 +100,23 @@ class TestTimeAugmented(nn.Module):
 
     invariant_to = frozenset({"hflip"})  # random transforms that leave this module's output unchanged
 
-    def __init__(self, model: nn.Module, tta: str) -> None:
+    def __init__(self, model: nn.Module, tta: str, fill: Sequence[float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.tta = check_tta(tta)
+        self.fill = None if fill is None else tuple(fill)  # a plain value, not a buffer: not part of the weights
 
     def forward(self, images: Tensor) -> Tensor:
-        return average_logits(self.model, images, self.tta)
+        return average_logits(self.model, images, self.tta, self.fill)
 
 
-def with_tta(model: nn.Module, tta: str) -> nn.Module:
-    """``model`` itself for "none", else ``TestTimeAugmented(model, tta)``."""
-    return model if check_tta(tta) == "none" else TestTimeAugmented(model, tta)
+def with_tta(model: nn.Module, tta: str, fill: Sequence[float] | None = None) -> nn.Module:
+    """``model`` itself for "none", else ``TestTimeAugmented(model, tta, fill)``."""
+    return model if check_tta(tta) == "none" else TestTimeAugmented(model, tta, fill)
+
+
+def describe(tta: str, fill: Sequence[float] | None) -> str:
+    """The exact function a view set computes, for cache keys: its name and its border fill."""
+    if tta == "none" or all(dx == 0 and dy == 0 for dx, dy, _ in TTA_VIEWS[tta]):
+        return tta
+    return f"{tta},fill={'edge' if fill is None else ','.join(repr(float(v)) for v in fill)}"

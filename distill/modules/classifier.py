@@ -56,6 +56,9 @@ class ClassifierSystem(LightningModule):
             logits are averaged over the views in validation, test, the best checkpoint's choice,
             ``forward`` and every later load of the checkpoint (evaluation, a student's teacher),
             at one forward pass per view. Training is unchanged.
+        tta_fill: Per-channel value of the border of shifted test-time views, in normalized units;
+            the CLI sets it from the data (``ImageDataModule.crop_fill``: black, as the training
+            crop pads). None repeats the edge pixels.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class ClassifierSystem(LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         tta: str = "none",
+        tta_fill: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -135,7 +139,7 @@ class ClassifierSystem(LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """Inference: normalized images (B, C, H, W) -> logits (B, num_classes), averaged over ``tta``'s views."""
-        return average_logits(self.model, images, self.hparams.tta)
+        return average_logits(self.model, images, self.hparams.tta, self.hparams.tta_fill)
 
     def mirrored_views(self) -> list[str]:
         """Settings of this system whose test-time views include mirrored images."""

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from distill import teacher_cache
 from distill.checkpoint import load_trained
 from distill.errors import UsageError
-from distill.losses import KD, Distiller, Outputs
+from distill.losses import Distiller, Outputs, create_distiller
 from distill.models import count_parameters
-from distill.models.tta import check_tta, mirrors
+from distill.models.tta import check_tta, describe, mirrors
 from distill.modules.classifier import ClassifierSystem
 
 TEACHER_PREFIX = "teacher."
@@ -31,10 +31,14 @@ class DistillModule(ClassifierSystem):
     Args:
         model: Student architecture name from the registry.
         teacher_ckpt: Checkpoint of a finished teacher stage (its architecture is read from it).
-        temperature: KD softening temperature T > 0.
-        alpha: Weight of the KD term in [0, 1]; 0 trains the student on labels alone. The default 0.3
-            is the Fashion-MNIST CPU recipe's (measured over seeds, README recipe notes); the CIFAR
-            benchmark recipes use Hinton's 0.9.
+        temperature: Softening temperature T > 0 of the distillation loss.
+        alpha: Weight of the distillation terms in [0, 1], the labels' cross-entropy taking the rest;
+            0 trains the student on labels alone. The default 0.3 is the Fashion-MNIST CPU recipe's
+            (measured over seeds, README recipe notes); the CIFAR benchmark recipes use Hinton's 0.9.
+        method: Distillation method, a key of ``distill.losses.DISTILLERS``: ``kd`` (Hinton et al.
+            2015) or ``dkd`` (decoupled KD, Zhao et al. 2022).
+        beta: DKD only: weight of the non-target-class term relative to the target-class one
+            (None: the method's default, 8).
         teacher_tta: Test-time augmentation of the teacher (``none``, ``flip`` or ``flip_shift``, see
             ``ClassifierSystem``): its logits averaged over those views of each image are the
             soft targets. Default: the one the teacher's own stage used (its ``tta``).
@@ -54,13 +58,15 @@ class DistillModule(ClassifierSystem):
         teacher_ckpt: str = "checkpoints/teacher/best.ckpt",
         temperature: float = 4.0,
         alpha: float = 0.3,
+        method: str = "kd",
+        beta: float | None = None,
         teacher_tta: str | None = None,
         teacher_cache: bool = True,
         teacher_bf16: bool = False,
         **kwargs: Any,
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
-        distiller: Distiller = KD(temperature=temperature, alpha=alpha)
+        distiller: Distiller = create_distiller(method, temperature=temperature, alpha=alpha, beta=beta)
         if teacher_tta is not None:
             check_tta(teacher_tta)
         super().__init__(model=model, **kwargs)
@@ -70,7 +76,9 @@ class DistillModule(ClassifierSystem):
         self.cached_logits: Tensor | None = None  # (N_train, K), set in on_fit_start when the cache applies
 
     def _load_teacher(self, path: str) -> nn.Module:
-        trained = load_trained(path, tta=self.hparams.teacher_tta)
+        # Shifted views are filled as this stage's data pads its crops (the teacher's data: same
+        # dataset, same normalization), also for teachers saved before the fill was recorded.
+        trained = load_trained(path, tta=self.hparams.teacher_tta, fill=self.hparams.tta_fill)
         hp = trained.hparams
         expected_shape = tuple(self.hparams.input_shape)
         if hp["num_classes"] != self.hparams.num_classes:
@@ -80,6 +88,7 @@ class DistillModule(ClassifierSystem):
             raise UsageError(f"teacher {path} takes inputs of shape {tuple(hp['input_shape'])} but the data has "
                              f"{expected_shape}")
         self.teacher_tta = trained.tta  # the views the teacher averages over
+        self.teacher_fill = trained.fill
         teacher = trained.model
         teacher.requires_grad_(False)
         return self.to_memory_format(teacher).eval()
@@ -115,7 +124,8 @@ class DistillModule(ClassifierSystem):
         self.cached_logits = self._cached_teacher_logits(data).to(self.device)
 
     def _cached_teacher_logits(self, data: Any) -> Tensor:
-        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, f"{data.fingerprint()}|tta={self.teacher_tta}")
+        views = describe(self.teacher_tta, self.teacher_fill)
+        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, f"{data.fingerprint()}|tta={views}")
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
         if self.trainer.is_global_zero and teacher_cache.load(path) is None:
