@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from distill.errors import UsageError
-from distill.losses.base import Distiller, Outputs
+from distill.losses.base import Distiller, LabelMixedDistiller, Outputs
 from distill.losses.dkd import DKD, dkd_loss
 from distill.losses.kd import KD, kd_loss
 from distill.registry import Registry
@@ -31,4 +31,4 @@ def create_distiller(name: str, **kwargs: Any) -> Distiller:
     return method(**given)
 
 
-__all__ = ["DISTILLERS", "DKD", "Distiller", "KD", "Outputs", "create_distiller", "dkd_loss", "kd_loss"]
+__all__ = ["DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "create_distiller", "dkd_loss", "kd_loss"]

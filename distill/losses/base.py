@@ -5,7 +5,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from distill.errors import UsageError
 
 
 @dataclass
@@ -42,3 +45,39 @@ class Distiller(nn.Module):
 
     def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+class LabelMixedDistiller(Distiller):
+    """A method whose teacher terms are mixed with the labels' cross-entropy by ``alpha``.
+
+    ``forward`` returns ``ce`` = ``(1 - alpha) * CE`` and each of ``teacher_terms`` times ``alpha``,
+    so ``alpha=0`` is the same student trained alone for every such method (and skips the teacher).
+
+    Args:
+        temperature: Softening temperature T > 0 of the teacher terms.
+        alpha: Weight of the teacher terms in [0, 1].
+    """
+
+    def __init__(self, temperature: float, alpha: float) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise UsageError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise UsageError(f"alpha must be in [0, 1], got {alpha}")
+        self.temperature = temperature
+        self.alpha = alpha
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.alpha > 0
+
+    def teacher_terms(self, student: Outputs, teacher: Outputs, labels: Tensor) -> dict[str, Tensor]:
+        """The method's own loss terms, before the ``alpha`` weight."""
+        raise NotImplementedError
+
+    def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
+        terms = {"ce": (1 - self.alpha) * F.cross_entropy(student.logits, labels)}
+        if self.needs_teacher:
+            assert teacher is not None
+            terms.update({name: self.alpha * value for name, value in self.teacher_terms(student, teacher, labels).items()})
+        return terms

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import UsageError
-from distill.losses.base import Distiller, Outputs
+from distill.losses.base import LabelMixedDistiller, Outputs
 
 
 def _binary_log_probs(log_probs: Tensor, target: Tensor) -> Tensor:
@@ -60,7 +60,7 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, tem
     return tckd * t**2, beta * nckd * t**2
 
 
-class DKD(Distiller):
+class DKD(LabelMixedDistiller):
     """``(1 - alpha) * CE + alpha * (TCKD + beta * NCKD)``, returned as the terms ``ce``, ``tckd``, ``nckd``.
 
     ``alpha`` mixes labels and teacher as in ``KD``, so ``alpha=0`` is the same student alone for
@@ -74,26 +74,11 @@ class DKD(Distiller):
     """
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5, beta: float = 8.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise UsageError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= alpha <= 1.0:
-            raise UsageError(f"alpha must be in [0, 1], got {alpha}")
+        super().__init__(temperature, alpha)
         if not beta >= 0:
             raise UsageError(f"beta must be >= 0, got {beta}")
-        self.temperature = temperature
-        self.alpha = alpha
         self.beta = beta
 
-    @property
-    def needs_teacher(self) -> bool:
-        return self.alpha > 0
-
-    def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
-        terms = {"ce": (1 - self.alpha) * F.cross_entropy(student.logits, labels)}
-        if self.needs_teacher:
-            assert teacher is not None
-            tckd, nckd = dkd_loss(student.logits, teacher.logits, labels, self.temperature, self.beta)
-            terms["tckd"] = self.alpha * tckd
-            terms["nckd"] = self.alpha * nckd
-        return terms
+    def teacher_terms(self, student: Outputs, teacher: Outputs, labels: Tensor) -> dict[str, Tensor]:
+        tckd, nckd = dkd_loss(student.logits, teacher.logits, labels, self.temperature, self.beta)
+        return {"tckd": tckd, "nckd": nckd}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.errors import UsageError
-from distill.losses.base import Distiller, Outputs
+from distill.losses.base import LabelMixedDistiller, Outputs
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -30,7 +29,7 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature**2
 
 
-class KD(Distiller):
+class KD(LabelMixedDistiller):
     """``alpha * kd_loss + (1 - alpha) * cross_entropy``, returned as the terms ``kd`` and ``ce``.
 
     Args:
@@ -39,21 +38,7 @@ class KD(Distiller):
     """
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise UsageError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= alpha <= 1.0:
-            raise UsageError(f"alpha must be in [0, 1], got {alpha}")
-        self.temperature = temperature
-        self.alpha = alpha
+        super().__init__(temperature, alpha)
 
-    @property
-    def needs_teacher(self) -> bool:
-        return self.alpha > 0
-
-    def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
-        terms = {"ce": (1 - self.alpha) * F.cross_entropy(student.logits, labels)}
-        if self.needs_teacher:
-            assert teacher is not None
-            terms["kd"] = self.alpha * kd_loss(student.logits, teacher.logits, self.temperature)
-        return terms
+    def teacher_terms(self, student: Outputs, teacher: Outputs, labels: Tensor) -> dict[str, Tensor]:
+        return {"kd": kd_loss(student.logits, teacher.logits, self.temperature)}
