@@ -95,6 +95,8 @@ def load_trained(path: str | Path, tta: str | None = None, fill: tuple[float, ..
         raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
     model.eval()
     tta = tta or hparams.get("tta", "none")
-    fill = tuple(fill) if fill is not None else hparams.get("tta_fill")
+    if fill is None:
+        fill = hparams.get("tta_fill")
+    fill = None if fill is None else tuple(fill)
     return Trained(Path(path), with_tta(model, tta, fill), model, hparams,
-                   dict(ckpt.get("datamodule_hyper_parameters") or {}), tta, None if fill is None else tuple(fill))
+                   dict(ckpt.get("datamodule_hyper_parameters") or {}), tta, fill)
