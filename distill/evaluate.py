@@ -24,7 +24,7 @@ from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import ImageDataModule
 from distill.errors import UsageError
-from distill.losses import create_distiller
+from distill.losses import create_distiller, method_arguments
 from distill.models.tta import TTA_VIEWS, label
 from distill.run_dir import atomic_write, atomic_write_text
 
@@ -125,7 +125,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
         if "alpha" in trained.hparams:  # a distilled student: how, with the method's defaults filled in
             hp = trained.hparams
             method = hp.get("method", "kd")  # checkpoints from before the method choice are KD
-            distiller = create_distiller(method, temperature=hp["temperature"], alpha=hp["alpha"], beta=hp.get("beta"))
+            distiller = create_distiller(method, **method_arguments(method, hp))
             entry.update(method=method, **distiller.settings())
         entries.append(entry)
 

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import UsageError
-from distill.losses import DISTILLERS, DKD, KD, Outputs, create_distiller, dkd_loss, kd_loss
+from distill.losses import (
+    DISTILLERS, DKD, KD, Outputs, create_distiller, dkd_loss, kd_loss, method_arguments, standardize_logits,
+)
 
 
 def test_kd_loss_matches_hand_computation():
@@ -119,3 +121,33 @@ def test_create_distiller_passes_only_given_values_and_refuses_foreign_ones():
         create_distiller("kd", temperature=2.0, alpha=0.5, beta=2.0)
     with pytest.raises(UsageError, match="unknown distillation method 'fitnet'; valid: dkd, kd"):
         create_distiller("fitnet", temperature=2.0, alpha=0.5)
+
+
+def test_standardize_logits_gives_zero_mean_unit_std_and_ignores_scale_and_shift():
+    logits = 5 * torch.randn(6, 10) + 3
+    z = standardize_logits(logits)
+    assert torch.allclose(z.mean(1), torch.zeros(6), atol=1e-5) and torch.allclose(z.std(1), torch.ones(6), atol=1e-5)
+    assert torch.allclose(standardize_logits(4 * logits - 7), z, atol=1e-5)
+    assert torch.isfinite(standardize_logits(torch.ones(2, 10))).all()  # equal logits: no division by zero
+
+
+@pytest.mark.parametrize("name", DISTILLERS.names())
+def test_logit_standardization_matches_scale_not_logits_and_leaves_the_labels_term(name):
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    method = DISTILLERS.get(name)(temperature=2.0, alpha=0.6, logit_standardize=True)
+    terms = method(Outputs(student), Outputs(teacher), labels)
+    # A student whose logits are the teacher's scaled and shifted has nothing left to learn from it.
+    matched = method(Outputs(3 * teacher + 1), Outputs(teacher), labels)
+    assert all(matched[k].item() == pytest.approx(0.0, abs=1e-5) for k in matched if k != "ce")
+    plain = DISTILLERS.get(name)(temperature=2.0, alpha=0.6)
+    assert any(plain(Outputs(3 * teacher + 1), Outputs(teacher), labels)[k].item() > 1e-3 for k in matched if k != "ce")
+    assert terms["ce"].item() == pytest.approx(0.4 * F.cross_entropy(student, labels).item(), rel=1e-5)
+    assert method.settings()["logit_standardize"] is True
+
+
+def test_method_arguments_keep_what_the_method_takes():
+    hparams = {"temperature": 2.0, "alpha": 0.9, "beta": None, "logit_standardize": True, "lr": 0.1}
+    assert method_arguments("kd", hparams) == {"temperature": 2.0, "alpha": 0.9, "logit_standardize": True}
+    assert method_arguments("dkd", {"alpha": 0.5}) == {"alpha": 0.5}  # older checkpoints: the rest default

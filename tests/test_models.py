@@ -37,9 +37,11 @@ def test_parameter_counts_match_the_published_tables(name):
     assert count == pytest.approx(PUBLISHED_MILLIONS[name], rel=0.03)
 
 
-def test_fashion_mnist_student_is_a_tenth_of_the_teacher():
-    teacher = count_parameters(create_model("cnn_wide", num_classes=10, in_channels=1))
-    student = count_parameters(create_model("cnn_small", num_classes=10, in_channels=1))
+@pytest.mark.parametrize(("teacher_name", "student_name"),
+                         [("cnn_wide", "cnn_small"), ("cnn_deep", "cnn_small"), ("cnn_deep", "cnn_medium")])
+def test_fashion_mnist_student_is_a_tenth_of_the_teacher(teacher_name, student_name):
+    teacher = count_parameters(create_model(teacher_name, num_classes=10, in_channels=1))
+    student = count_parameters(create_model(student_name, num_classes=10, in_channels=1))
     assert student * 10 <= teacher
 
 

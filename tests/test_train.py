@@ -79,11 +79,13 @@ def test_alpha_zero_trains_the_student_alone(teacher_run, tmp_path):
 
 def test_dkd_student_through_the_cli_records_its_method(teacher_run, tmp_path):
     code = main(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
-                 "--model.method", "dkd", "--model.beta", "2", "--run_dir", str(tmp_path / "dkd"),
+                 "--model.method", "dkd", "--model.beta", "2", "--model.logit_standardize", "true",
+                 "--run_dir", str(tmp_path / "dkd"),
                  *fast(logger=None), "--trainer.log_every_n_steps", "1"])
     assert code == 0
     metrics = read_json(tmp_path / "dkd" / "metrics.json")
     assert metrics["method"] == "dkd" and metrics["beta"] == 2.0 and metrics["alpha"] == 0.3
+    assert metrics["logit_standardize"] is True
     assert {"train/loss_tckd", "train/loss_nckd", "train/loss_ce"} <= logged_columns(tmp_path / "dkd")
 
 
@@ -124,6 +126,7 @@ BAD_INPUTS = [
     (["student", "--model.method", "fitnet"], "unknown distillation method 'fitnet'; valid: dkd, kd"),
     (["student", "--model.beta", "2"], "distillation method 'kd' does not take beta"),
     (["student", "--model.method", "dkd", "--model.beta", "-1"], "beta must be >= 0"),
+    (["student", "--model.logit_standardize", "maybe"], "model.logit_standardize"),
     (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
     (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
     (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),

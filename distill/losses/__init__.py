@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from distill.errors import UsageError
-from distill.losses.base import Distiller, LabelMixedDistiller, Outputs
+from distill.losses.base import Distiller, LabelMixedDistiller, Outputs, standardize_logits
 from distill.losses.dkd import DKD, dkd_loss
 from distill.losses.kd import KD, kd_loss
 from distill.registry import Registry
@@ -14,6 +15,12 @@ from distill.registry import Registry
 DISTILLERS: Registry[type[Distiller]] = Registry("distillation method")
 DISTILLERS.register(KD, name="kd")
 DISTILLERS.register(DKD, name="dkd")
+
+
+def method_arguments(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Those of a stage's ``hparams`` that the method ``name`` takes (missing ones: its defaults)."""
+    accepted = inspect.signature(DISTILLERS.get(name)).parameters
+    return {key: hparams[key] for key in accepted if key in hparams}
 
 
 def create_distiller(name: str, **kwargs: Any) -> Distiller:
@@ -31,4 +38,7 @@ def create_distiller(name: str, **kwargs: Any) -> Distiller:
     return method(**given)
 
 
-__all__ = ["DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "create_distiller", "dkd_loss", "kd_loss"]
+__all__ = [
+    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "create_distiller", "dkd_loss", "kd_loss",
+    "method_arguments", "standardize_logits",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,6 +47,25 @@ class Distiller(nn.Module):
         raise NotImplementedError
 
 
+def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Z-score each sample's logits over the classes (Sun et al. 2024, "Logit Standardization in
+    Knowledge Distillation", CVPR).
+
+    A softmax of standardized logits depends only on their shape, not their scale, so a small
+    student need not reproduce its teacher's logit range, only their order and relative gaps.
+
+    Args:
+        logits: (B, K) scores.
+        eps: Added to the standard deviation, for samples whose logits are all equal.
+
+    Returns:
+        (B, K) logits with mean 0 and standard deviation 1 per sample.
+    """
+    mean = logits.mean(dim=1, keepdim=True)  # (B, 1)
+    std = logits.std(dim=1, keepdim=True)  # (B, 1)
+    return (logits - mean) / (std + eps)
+
+
 class LabelMixedDistiller(Distiller):
     """A method whose teacher terms are mixed with the labels' cross-entropy by ``alpha``.
 
@@ -56,9 +75,11 @@ class LabelMixedDistiller(Distiller):
     Args:
         temperature: Softening temperature T > 0 of the teacher terms.
         alpha: Weight of the teacher terms in [0, 1].
+        logit_standardize: Standardize the student's and the teacher's logits
+            (``standardize_logits``) before the teacher terms; the cross-entropy keeps the raw ones.
     """
 
-    def __init__(self, temperature: float, alpha: float) -> None:
+    def __init__(self, temperature: float, alpha: float, logit_standardize: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
             raise UsageError(f"temperature must be > 0, got {temperature}")
@@ -66,6 +87,7 @@ class LabelMixedDistiller(Distiller):
             raise UsageError(f"alpha must be in [0, 1], got {alpha}")
         self.temperature = temperature
         self.alpha = alpha
+        self.logit_standardize = logit_standardize
 
     @property
     def needs_teacher(self) -> bool:
@@ -79,5 +101,8 @@ class LabelMixedDistiller(Distiller):
         terms = {"ce": (1 - self.alpha) * F.cross_entropy(student.logits, labels)}
         if self.needs_teacher:
             assert teacher is not None
+            if self.logit_standardize:
+                student = replace(student, logits=standardize_logits(student.logits))
+                teacher = replace(teacher, logits=standardize_logits(teacher.logits))
             terms.update({name: self.alpha * value for name, value in self.teacher_terms(student, teacher, labels).items()})
         return terms

@@ -71,10 +71,12 @@ class DKD(LabelMixedDistiller):
         temperature: Softening temperature T > 0 (the paper uses 4 on CIFAR-100, 1 on ImageNet).
         alpha: Weight of the distillation terms in [0, 1].
         beta: Weight of NCKD relative to TCKD, >= 0 (the paper: 8 on CIFAR-100, 0.5 to 2 on ImageNet).
+        logit_standardize: Z-score both models' logits before the distillation terms (Sun et al. 2024).
     """
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.5, beta: float = 8.0) -> None:
-        super().__init__(temperature, alpha)
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.5, beta: float = 8.0,
+                 logit_standardize: bool = False) -> None:
+        super().__init__(temperature, alpha, logit_standardize)
         if not beta >= 0:
             raise UsageError(f"beta must be >= 0, got {beta}")
         self.beta = beta

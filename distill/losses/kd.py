@@ -35,10 +35,11 @@ class KD(LabelMixedDistiller):
     Args:
         temperature: Softening temperature T > 0.
         alpha: Weight of the distillation term in [0, 1]; 0 is plain supervised training.
+        logit_standardize: Z-score both models' logits before the distillation term (Sun et al. 2024).
     """
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.9) -> None:
-        super().__init__(temperature, alpha)
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, logit_standardize: bool = False) -> None:
+        super().__init__(temperature, alpha, logit_standardize)
 
     def teacher_terms(self, student: Outputs, teacher: Outputs, labels: Tensor) -> dict[str, Tensor]:
         return {"kd": kd_loss(student.logits, teacher.logits, self.temperature)}

@@ -39,6 +39,9 @@ class DistillModule(ClassifierSystem):
             2015) or ``dkd`` (decoupled KD, Zhao et al. 2022).
         beta: DKD only: weight of the non-target-class term relative to the target-class one
             (None: the method's default, 8).
+        logit_standardize: Z-score the student's and the teacher's logits before the distillation
+            terms (Sun et al. 2024, "Logit Standardization in Knowledge Distillation"): the student
+            matches the shape of the teacher's logits, not their scale (None: the method's default, off).
         teacher_tta: Test-time augmentation of the teacher (``none``, ``flip`` or ``flip_shift``, see
             ``ClassifierSystem``): its logits averaged over those views of each image are the
             soft targets. Default: the one the teacher's own stage used (its ``tta``).
@@ -60,13 +63,15 @@ class DistillModule(ClassifierSystem):
         alpha: float = 0.3,
         method: str = "kd",
         beta: float | None = None,
+        logit_standardize: bool | None = None,
         teacher_tta: str | None = None,
         teacher_cache: bool = True,
         teacher_bf16: bool = False,
         **kwargs: Any,
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
-        distiller: Distiller = create_distiller(method, temperature=temperature, alpha=alpha, beta=beta)
+        distiller: Distiller = create_distiller(method, temperature=temperature, alpha=alpha, beta=beta,
+                                                   logit_standardize=logit_standardize)
         if teacher_tta is not None:
             check_tta(teacher_tta)
         super().__init__(model=model, **kwargs)
