@@ -42,7 +42,8 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
 
 
 def _method(metrics: dict) -> str:
-    """How the student was distilled, e.g. ``kd T=4.0, alpha=0.3`` or ``dkd T=4.0, alpha=0.5, beta=8.0, logits standardized``."""
+    """How the student was distilled, e.g. ``kd T=4.0, alpha=0.3`` or
+    ``dkd T=4.0, alpha=0.5, beta=8.0, logits standardized``."""
     parts = [f"T={metrics.get('temperature')}", f"alpha={metrics.get('alpha')}"]
     if metrics.get("beta") is not None:
         parts.append(f"beta={metrics['beta']}")

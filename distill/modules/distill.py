@@ -71,7 +71,7 @@ class DistillModule(ClassifierSystem):
     ) -> None:
         # The loss validates its own arguments; build it first so bad values fail before any loading.
         distiller: Distiller = create_distiller(method, temperature=temperature, alpha=alpha, beta=beta,
-                                                   logit_standardize=logit_standardize)
+                                                logit_standardize=logit_standardize)
         if teacher_tta is not None:
             check_tta(teacher_tta)
         super().__init__(model=model, **kwargs)
