@@ -42,8 +42,8 @@ seeds: setup
 seeds-full: setup
 	$(PY) scripts/seeds.py --seeds 3 --jobs 2 --out checkpoints/seeds_full \
 		--teacher_config teachers/fashion_mnist/cnn_deep-full.yaml \
-		--student_config teachers/fashion_mnist/cnn_deep-full-to-cnn_small.yaml \
-		--alone_config teachers/fashion_mnist/cnn_small-alone-full.yaml
+		--student_config teachers/fashion_mnist/cnn_deep-full-to-cnn_mini.yaml \
+		--alone_config teachers/fashion_mnist/cnn_mini-alone-full.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -3,8 +3,8 @@
     python scripts/seeds.py --seeds 3 --out checkpoints/seeds_demo
     python scripts/seeds.py --seeds 3 --out checkpoints/seeds_full \\
         --teacher_config teachers/fashion_mnist/cnn_deep-full.yaml \\
-        --student_config teachers/fashion_mnist/cnn_deep-full-to-cnn_small.yaml \\
-        --alone_config teachers/fashion_mnist/cnn_small-alone-full.yaml
+        --student_config teachers/fashion_mnist/cnn_deep-full-to-cnn_mini.yaml \\
+        --alone_config teachers/fashion_mnist/cnn_mini-alone-full.yaml
 
 Trains (or reuses) the teacher, then for every seed three students through ``python -m distill.train``:
   kd     the student recipe (``--student_config``, or the bare defaults),

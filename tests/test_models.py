@@ -38,7 +38,8 @@ def test_parameter_counts_match_the_published_tables(name):
 
 
 @pytest.mark.parametrize(("teacher_name", "student_name"),
-                         [("cnn_wide", "cnn_small"), ("cnn_deep", "cnn_small"), ("cnn_deep", "cnn_medium")])
+                         [("cnn_wide", "cnn_small"), ("cnn_deep", "cnn_small"), ("cnn_deep", "cnn_medium"),
+                          ("cnn_deep", "cnn_narrow"), ("cnn_deep", "cnn_mini")])
 def test_fashion_mnist_student_is_a_tenth_of_the_teacher(teacher_name, student_name):
     teacher = count_parameters(create_model(teacher_name, num_classes=10, in_channels=1))
     student = count_parameters(create_model(student_name, num_classes=10, in_channels=1))
