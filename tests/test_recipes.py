@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.models import list_models
+from distill.models import count_parameters, create_model, list_models
 from distill.train import main
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "teachers").rglob("*.yaml"))
@@ -41,3 +41,15 @@ def test_student_recipe_has_its_teacher_beside_it(path):
     # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep.
     assert teacher["model"]["model"] == teacher_name.split("-")[0] and student["model"]["model"] == student_name
     assert student["model"]["teacher_ckpt"] == f"{teacher['run_dir']}/best.ckpt"
+
+
+FASHION_MNIST_STUDENTS = [p for p in RECIPES if stage_of(p) == "student" and p.parent.name == "fashion_mnist"]
+
+
+@pytest.mark.parametrize("path", FASHION_MNIST_STUDENTS, ids=lambda p: p.name)
+def test_fashion_mnist_student_recipe_is_at_most_a_tenth_of_its_teacher(path):
+    # The Fashion-MNIST recipes promise a student of at most 1/10 of the teacher's parameters (issue #8).
+    teacher_name, student_name = (name.split("-")[0] for name in path.stem.split("-to-"))
+    teacher = count_parameters(create_model(teacher_name, num_classes=10, in_channels=1))
+    student = count_parameters(create_model(student_name, num_classes=10, in_channels=1))
+    assert student * 10 <= teacher
