@@ -64,6 +64,13 @@ class ConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def three_stage_student(widths: tuple[int, int, int], num_classes: int, in_channels: int, bn: bool,
+                        dropout: float) -> ConvNet:
+    """One conv per stage at 28, 14 and 7 pixels, no hidden layer: the shape of the Fashion-MNIST students."""
+    return ConvNet([[width] for width in widths], hidden=0, num_classes=num_classes, in_channels=in_channels,
+                   bn=bn, dropout=dropout)
+
+
 @register_model
 def cnn_wide(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.3) -> nn.Module:
     """Wide CNN teacher for Fashion-MNIST (0.39M parameters, most in the cheap 1152x256 hidden layer)."""
@@ -84,22 +91,19 @@ def cnn_deep(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropo
 @register_model
 def cnn_small(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
     """Small CNN student for Fashion-MNIST (29k parameters, 1/13 of cnn_wide)."""
-    return ConvNet([[16], [32], [64]], hidden=0, num_classes=num_classes, in_channels=in_channels,
-                   bn=bn, dropout=dropout)
+    return three_stage_student((16, 32, 64), num_classes, in_channels, bn, dropout)
 
 
 @register_model
 def cnn_medium(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
     """cnn_small with a 96-channel last conv (41k parameters) at about cnn_small's cost: the extra width is at 7x7."""
-    return ConvNet([[16], [32], [96]], hidden=0, num_classes=num_classes, in_channels=in_channels,
-                   bn=bn, dropout=dropout)
+    return three_stage_student((16, 32, 96), num_classes, in_channels, bn, dropout)
 
 
 @register_model
 def cnn_narrow(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropout: float = 0.0) -> nn.Module:
     """cnn_small at 3/4 of its width (18k parameters, 1/31 of cnn_deep)."""
-    return ConvNet([[12], [24], [48]], hidden=0, num_classes=num_classes, in_channels=in_channels,
-                   bn=bn, dropout=dropout)
+    return three_stage_student((12, 24, 48), num_classes, in_channels, bn, dropout)
 
 
 @register_model
@@ -109,8 +113,7 @@ def cnn_mini(num_classes: int = 10, in_channels: int = 1, bn: bool = True, dropo
     Small enough that labels alone leave it well short of the teacher, which is where distillation
     pays most (README, the full recipe).
     """
-    return ConvNet([[8], [16], [32]], hidden=0, num_classes=num_classes, in_channels=in_channels,
-                   bn=bn, dropout=dropout)
+    return three_stage_student((8, 16, 32), num_classes, in_channels, bn, dropout)
 
 
 @register_model
