@@ -37,7 +37,7 @@ compare: setup
 # Does KD pay off? Teacher once, then KD student / same student alone / its best recipe alone, 3 seeds each.
 seeds: setup
 	$(PY) scripts/seeds.py --seeds 3 --jobs 2 --out checkpoints/seeds_demo \
-		--alone_config teachers/fashion_mnist/cnn_small-alone.yaml
+		--alone_config teachers/fashion_mnist/cnn_mini-alone.yaml
 
 seeds-full: setup
 	$(PY) scripts/seeds.py --seeds 3 --jobs 2 --out checkpoints/seeds_full \

@@ -31,7 +31,7 @@ def test_report_holds_every_model_and_valid_plots(teacher_run, student_run, tmp_
     assert student["ratios"]["accuracy_retained"] == pytest.approx(student["acc"] / teacher["acc"])
     assert student["cpu"]["latency_ms"] > 0 and student["cpu"]["throughput"] > 0
     # How it was distilled, the method's defaults filled in for what the stage left unset.
-    assert (student["method"], student["alpha"], student["logit_standardize"]) == ("kd", 0.3, False)
+    assert (student["method"], student["alpha"], student["logit_standardize"]) == ("kd", 0.9, False)
     markdown = (out / "compare.md").read_text()
     assert all(name in markdown for name in names)
     for figure in ("confusion.png", "reliability.png", "per_class_f1.png", "training_curves.png"):

@@ -53,3 +53,19 @@ def test_fashion_mnist_student_recipe_is_at_most_a_tenth_of_its_teacher(path):
     teacher = count_parameters(create_model(teacher_name, num_classes=10, in_channels=1))
     student = count_parameters(create_model(student_name, num_classes=10, in_channels=1))
     assert student * 10 <= teacher
+
+
+@pytest.mark.parametrize(("stage", "recipe"), [("teacher", "cnn_wide.yaml"), ("student", "cnn_wide-to-cnn_mini.yaml")])
+def test_bare_command_runs_the_written_out_demo_recipe(stage, recipe, capsys):
+    # The demo's recipes say they are what the bare commands run: a changed default must change them too.
+    def printed(args):
+        with pytest.raises(SystemExit) as exit_info:
+            main([stage, *args, "--print_config"])
+        assert exit_info.value.code == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    path = Path(__file__).resolve().parents[1] / "teachers" / "fashion_mnist" / recipe
+    bare, written = printed([]), printed(["--config", str(path)])
+    assert written["model"] == bare["model"] and written["data"] == bare["data"]
+    assert written["trainer"] == bare["trainer"] and written["seed_everything"] == bare["seed_everything"]
+    assert written["run_dir"] == bare["run_dir"]

@@ -24,7 +24,7 @@ def test_gpu_check_runs_both_stages_and_reports_throughput(tmp_path):
     out = tmp_path / "gpu.json"
     proc = run_script([str(ROOT / "scripts" / "gpu_check.py"),
                        "--teacher_config", str(ROOT / "teachers/fashion_mnist/cnn_wide.yaml"),
-                       "--student_config", str(ROOT / "teachers/fashion_mnist/cnn_wide-to-cnn_small.yaml"),
+                       "--student_config", str(ROOT / "teachers/fashion_mnist/cnn_wide-to-cnn_mini.yaml"),
                        "--steps", "5", "--warmup", "2", "--accelerator", "cpu", "--json", str(out),
                        "--extra", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -95,7 +95,7 @@ def test_seeds_runner_trains_teacher_once_then_kd_twin_and_best_alone_per_seed(t
             metrics = json.loads((out / kind / f"seed{seed}" / "metrics.json").read_text())
             assert metrics["seed"] == seed and "last_epoch/test/acc" in metrics
             assert metrics["stage"] == ("teacher" if kind == "best" else "student")
-            assert metrics.get("alpha") == {"kd": 0.3, "twin": 0.0, "best": None}[kind]
+            assert metrics.get("alpha") == {"kd": 0.9, "twin": 0.0, "best": None}[kind]
     assert "lr: 0.01" in (out / "best" / "seed0" / "config.yaml").read_text()
     assert (out / "summary.md").read_text().count("|") > 20
     # Run again: every finished run is reused, nothing is trained or overwritten.

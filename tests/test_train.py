@@ -84,7 +84,7 @@ def test_dkd_student_through_the_cli_records_its_method(teacher_run, tmp_path):
                  *fast(logger=None), "--trainer.log_every_n_steps", "1"])
     assert code == 0
     metrics = read_json(tmp_path / "dkd" / "metrics.json")
-    assert metrics["method"] == "dkd" and metrics["beta"] == 2.0 and metrics["alpha"] == 0.3
+    assert metrics["method"] == "dkd" and metrics["beta"] == 2.0 and metrics["alpha"] == 0.9
     assert metrics["logit_standardize"] is True
     assert {"train/loss_tckd", "train/loss_nckd", "train/loss_ce"} <= logged_columns(tmp_path / "dkd")
 
