@@ -48,7 +48,7 @@ STAGES: dict[str, tuple[type[ClassifierSystem], str]] = {
 # The CPU recipe a bare command runs (Fashion-MNIST): see the README's recipe notes.
 STAGE_TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
     "teacher": {"max_epochs": 7},
-    "student": {"max_epochs": 20},
+    "student": {"max_epochs": 15},
 }
 
 
