@@ -8,7 +8,8 @@ import yaml
 from distill.models import count_parameters, create_model, list_models
 from distill.train import main
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "teachers").rglob("*.yaml"))
+TEACHERS = Path(__file__).resolve().parents[1] / "teachers"
+RECIPES = sorted(TEACHERS.rglob("*.yaml"))
 
 
 def stage_of(path: Path) -> str:
@@ -64,7 +65,7 @@ def test_bare_command_runs_the_written_out_demo_recipe(stage, recipe, capsys):
         assert exit_info.value.code == 0
         return yaml.safe_load(capsys.readouterr().out)
 
-    path = Path(__file__).resolve().parents[1] / "teachers" / "fashion_mnist" / recipe
+    path = TEACHERS / "fashion_mnist" / recipe
     bare, written = printed([]), printed(["--config", str(path)])
     assert written["model"] == bare["model"] and written["data"] == bare["data"]
     assert written["trainer"] == bare["trainer"] and written["seed_everything"] == bare["seed_everything"]
