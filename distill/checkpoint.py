@@ -1,8 +1,12 @@
-"""Safe checkpoint reading: tensors and plain values only (``weights_only=True``), clear errors."""
+"""Safe checkpoint reading: tensors and plain values only (``weights_only=True``), clear errors.
+
+A network comes back from the architecture name in the checkpoint's hyperparameters with every
+layer resized to the shapes its saved weights have, so a network whose widths differ from the
+registry's defaults (a pruned one) loads as well; nothing is ever unpickled.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -10,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from distill.errors import UsageError
 from distill.models import create_model
-from distill.models.tta import with_tta
 
 MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
 
@@ -45,41 +48,68 @@ class Trained:
     """A network rebuilt from a stage's checkpoint, with what it was trained on."""
 
     path: Path
-    model: nn.Module  # the classifier the stage evaluated: ``network`` under the stage's test-time augmentation
-    network: nn.Module  # the trained network itself, eval mode, weights loaded
-    hparams: dict[str, Any]  # the stage's: architecture, num_classes, input_shape, optimizer, ...
-    data_hparams: dict[str, Any]  # the DataModule's: dataset, root, split, ...
-    tta: str = "none"  # the test-time augmentation ``model`` averages over
-    fill: tuple[float, ...] | None = None  # the border value of its shifted views (None: edge pixels)
+    network: nn.Module  # the trained network, eval mode, weights loaded
+    hparams: dict[str, Any]  # the stage's: architecture, num_classes, input_shape, optimizer, method, ...
+    data_hparams: dict[str, Any]  # the DataModule's arguments: dataset, root, split, ...
+    data_module: str | None = None  # the DataModule's registry name (``distill.data.DATA_MODULES``)
 
-    def with_fill(self, fill: tuple[float, ...]) -> "Trained":
-        """The same network and views, shifted views filled with ``fill``."""
-        return dataclasses.replace(self, model=with_tta(self.network, self.tta, fill), fill=tuple(fill))
+
+RESIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+SHAPED = ("weight", "bias", "running_mean", "running_var")  # the tensors whose sizes follow a layer's widths
+
+
+def _resize(module: nn.Module, weights: dict[str, Tensor], prefix: str) -> None:
+    """Gives one layer the widths of its saved tensors (a pruned conv, norm or linear layer)."""
+    own = {name: t for name, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))
+           if name in SHAPED and f"{prefix}{name}" in weights}
+    saved = {name: weights[f"{prefix}{name}"].shape for name in own}
+    if all(saved[name] == own[name].shape for name in own):
+        return
+    layer = prefix.rstrip(".") or "the network"
+    expected_ndim = own["weight"].ndim if "weight" in own else 1
+    if not isinstance(module, RESIZABLE) or ("weight" in saved and len(saved["weight"]) != expected_ndim):
+        raise UsageError(f"layer {layer} ({type(module).__name__}) has saved shapes {dict(saved)} that its "
+                         "architecture cannot take")
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
+        if module.groups != 1:
+            raise UsageError(f"layer {layer}: a grouped convolution with other widths cannot be rebuilt")
+        module.out_channels, module.in_channels = saved["weight"][0], saved["weight"][1]
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = saved["weight"]
+    else:
+        module.num_features = (saved.get("running_mean") or saved["weight"])[0]
+    for name, shape in saved.items():
+        old = own[name]
+        fresh = torch.empty(shape, dtype=old.dtype)
+        if isinstance(old, nn.Parameter):
+            setattr(module, name, nn.Parameter(fresh, requires_grad=old.requires_grad))
+        else:
+            module.register_buffer(name, fresh)
+
+
+def fit_to_weights(model: nn.Module, weights: dict[str, Tensor]) -> nn.Module:
+    """Resizes ``model``'s conv, norm and linear layers, in place, to the shapes of ``weights``.
+
+    Raises:
+        UsageError: another kind of layer has a saved shape that differs from the architecture's.
+    """
+    for name, module in model.named_modules():
+        _resize(module, weights, f"{name}." if name else "")
+    return model
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuilds the classifier a distill stage trained, with its weights, in eval mode.
-
-    A stage trained with a test-time augmentation (``tta``) comes back wrapped in it: the function
-    that stage validated, tested and chose its best checkpoint by.
+    """Rebuilds the network a distill stage trained, with its weights, in eval mode.
 
     Returns:
-        The model and the stage's hyperparameters (architecture, classes, input shape, ...).
+        The network and the stage's hyperparameters (architecture, classes, input shape, ...).
     """
     trained = load_trained(path)
-    return trained.model, trained.hparams
+    return trained.network, trained.hparams
 
 
-def load_trained(path: str | Path, tta: str | None = None, fill: tuple[float, ...] | None = None) -> Trained:
-    """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with.
-
-    Args:
-        path: A stage's checkpoint.
-        tta: Test-time augmentation to wrap the network in (``distill.models.tta.TTA_VIEWS``);
-            None keeps the one the stage used.
-        fill: Border value of shifted views (``distill.models.tta.shift``); None keeps the stage's
-            (checkpoints saved before it was recorded repeat the edge pixels).
-    """
+def load_trained(path: str | Path) -> Trained:
+    """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with."""
     ckpt = load_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     try:
@@ -89,14 +119,10 @@ def load_trained(path: str | Path, tta: str | None = None, fill: tuple[float, ..
         raise UsageError(f"checkpoint {path} lacks the hyperparameter {err}") from None
     weights = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     try:
-        model.load_state_dict(weights)
+        fit_to_weights(model, weights).load_state_dict(weights)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise UsageError(f"checkpoint {path}: weights do not fit {hparams['model']} ({first})") from None
     model.eval()
-    tta = tta or hparams.get("tta", "none")
-    if fill is None:
-        fill = hparams.get("tta_fill")
-    fill = None if fill is None else tuple(fill)
-    return Trained(Path(path), with_tta(model, tta, fill), model, hparams,
-                   dict(ckpt.get("datamodule_hyper_parameters") or {}), tta, fill)
+    return Trained(Path(path), model, hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}),
+                   ckpt.get("data_module"))

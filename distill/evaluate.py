@@ -22,10 +22,10 @@ from torch import Tensor
 
 from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
-from distill.data import ImageDataModule
+from distill.data import DATA_MODULES
 from distill.errors import UsageError
-from distill.losses import create_distiller, method_arguments
-from distill.models.tta import TTA_VIEWS, label
+from distill.finish import test_logits
+from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
@@ -58,25 +58,21 @@ def check_same_task(models: list[Trained]) -> None:
                                  "compare checkpoints of the same task")
 
 
-def datamodule_for(trained: Trained, data_root: str | None, batch_size: int) -> ImageDataModule:
-    """The test data the checkpoint was trained for, rebuilt from its saved DataModule settings."""
-    accepted = inspect.signature(ImageDataModule.__init__).parameters
+def datamodule_for(trained: Trained, data_root: str | None, batch_size: int) -> Any:
+    """The test data the checkpoint was trained for, rebuilt from its saved DataModule name and arguments.
+
+    The DataModule class comes from the registry (``distill.data.DATA_MODULES``), by the name the
+    checkpoint recorded (checkpoints from before it was recorded: ``images``): never imported from
+    a path read in a file.
+    """
+    data_class = DATA_MODULES.get(trained.data_module or "images")
+    accepted = inspect.signature(data_class.__init__).parameters
     kwargs = {k: v for k, v in trained.data_hparams.items() if k in accepted}
     if data_root is not None:
         kwargs["root"] = data_root
-    kwargs.update(eval_batch_size=batch_size, download=kwargs.get("download", True))
-    return ImageDataModule(**kwargs)
-
-
-@torch.no_grad()
-def test_logits(model: torch.nn.Module, data: ImageDataModule, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(N, K) logits and (N,) labels over the whole test set, every sample exactly once."""
-    model = model.eval().to(device)
-    all_logits, all_labels = [], []
-    for images, labels, _ in data.test_dataloader():
-        all_logits.append(model(data.transform(images.to(device), train=False)).float().cpu())
-        all_labels.append(labels)
-    return torch.cat(all_logits), torch.cat(all_labels)
+    if "eval_batch_size" in accepted:
+        kwargs["eval_batch_size"] = batch_size
+    return data_class(**kwargs)
 
 
 def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
@@ -85,30 +81,31 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
              teacher_tta: str | None = None) -> dict[str, Any]:
     """Runs the whole comparison and writes the report; returns what ``compare.json`` holds.
 
-    ``teacher_tta`` evaluates the teacher under that test-time augmentation (default: its stage's),
-    e.g. as a student stage's ``--model.teacher_tta`` used it.
+    ``teacher_tta`` evaluates the teacher averaged over those test-time views, as a student stage's
+    ``--model.teacher_tta`` taught with it (shifted views bordered as the data's training crop pads).
     """
     console = console or Console()
     paths = [teacher, *students]
-    models = [load_trained(teacher, tta=teacher_tta), *(load_trained(p) for p in students)]
+    models = [load_trained(p) for p in paths]
     check_same_task(models)
     names = name_models(paths)
     data = datamodule_for(models[0], data_root, batch_size)
     data.setup("test")
-    # Shifted test-time views are filled as the data's training crop pads (as every stage run through
-    # the CLI does), also for checkpoints saved before the fill was recorded.
-    models = [trained.with_fill(data.crop_fill) for trained in models]
-    classes = list(data.info.classes) or [str(i) for i in range(data.num_classes)]
+    # The views each classifier is evaluated under: the teacher's as asked (or as its stage once
+    # recorded), every other network as it is.
+    views = [teacher_tta or models[0].hparams.get("tta", "none"), *(["none"] * len(students))]
+    classifiers = [with_tta(m.network, tta, data.border_fill) for m, tta in zip(models, views)]
+    classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                ("cpu" if device == "auto" else device))
     input_shape = tuple(models[0].hparams["input_shape"])
 
     entries: list[dict[str, Any]] = []
     teacher_logits: Tensor | None = None
-    for name, trained in zip(names, models):
-        logits, labels = test_logits(trained.model, data, eval_device)
+    for name, trained, model, tta in zip(names, models, classifiers, views):
+        logits, labels = test_logits(model, data, eval_device)
         entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
-                                 "checkpoint": str(trained.path), "model": model_label(trained),
+                                 "checkpoint": str(trained.path), "model": label(trained.hparams["model"], tta),
                                  "test_samples": len(labels)}
         entry.update(metrics.quality(logits, labels))
         entry["reliability"] = metrics.reliability(logits, labels)
@@ -116,17 +113,14 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
             teacher_logits = logits
         else:
             entry["agreement_with_teacher"] = metrics.agreement(logits, teacher_logits)
-        model = trained.model.cpu()
+        model = model.cpu()
         entry.update(cost.cost(model, input_shape))
         entry["cpu"] = cost.speed(model, input_shape, torch.device("cpu"), runs=latency_runs)
         if torch.cuda.is_available():
             entry["gpu"] = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
             model.cpu()
-        if "alpha" in trained.hparams:  # a distilled student: how, with the method's defaults filled in
-            hp = trained.hparams
-            method = hp.get("method", "kd")  # checkpoints from before the method choice are KD
-            distiller = create_distiller(method, **method_arguments(method, hp))
-            entry.update(method=method, **distiller.settings())
+        if trained.hparams.get("method_settings") is not None:  # a distilled student: how, as it ran
+            entry.update(method=trained.hparams["method"], method_settings=trained.hparams["method_settings"])
         entries.append(entry)
 
     base = entries[0]
@@ -138,7 +132,8 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
             "cpu_throughput": entry["cpu"]["throughput"] / base["cpu"]["throughput"],
             "accuracy_retained": entry["acc"] / base["acc"],
         }
-    report = {"dataset": data.info.name, "classes": classes, "cpu_threads": torch.get_num_threads(),
+    report = {"dataset": models[0].data_hparams.get("dataset", "?"), "classes": classes,
+              "cpu_threads": torch.get_num_threads(),
               "models": entries}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,11 +163,6 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
 
 QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
 COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
-
-
-def model_label(trained: Trained) -> str:
-    """Architecture name, with the test-time augmentation its classifier averages over, if any."""
-    return label(trained.hparams["model"], trained.tta)
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
@@ -259,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device for test logits")
     parser.add_argument("--teacher_tta", default=None, choices=list(TTA_VIEWS),
                         help="evaluate the teacher averaged over these test-time views, as a student stage's "
-                             "--model.teacher_tta taught with it (default: as its own stage tested it)")
+                             "--model.teacher_tta taught with it (default: none)")
     parser.add_argument("--export_safetensors", action="store_true",
                         help="also write each model's weights as OUT_DIR/<name>.safetensors (no pickle)")
     args = parser.parse_args(argv)

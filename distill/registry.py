@@ -36,6 +36,10 @@ class Registry(Generic[T]):
         self._entries[key] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Removes and returns the entry ``name`` (for code that registered it only for a while, e.g. a test)."""
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         """Returns the entry registered under ``name``.
 

@@ -42,11 +42,6 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
 
 
 def _method(metrics: dict) -> str:
-    """How the student was distilled, e.g. ``kd T=4.0, alpha=0.3`` or
-    ``dkd T=4.0, alpha=0.5, beta=8.0, logits standardized``."""
-    parts = [f"T={metrics.get('temperature')}", f"alpha={metrics.get('alpha')}"]
-    if metrics.get("beta") is not None:
-        parts.append(f"beta={metrics['beta']}")
-    if metrics.get("logit_standardize"):
-        parts.append("logits standardized")
-    return f"{metrics.get('method', 'kd')} {', '.join(parts)}"
+    """How the student was distilled, e.g. ``kd temperature=2.0, alpha=0.9, logit_standardize=False``."""
+    settings = metrics.get("method_settings") or {}
+    return f"{metrics.get('method', '?')} {', '.join(f'{k}={v}' for k, v in settings.items())}".strip()

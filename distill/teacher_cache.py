@@ -1,21 +1,36 @@
-"""Teacher outputs computed once per training image and kept on disk.
+"""The teacher's logits computed once per training sample, kept on disk, looked up by index.
 
-Valid only when the student sees each image exactly as the teacher did, i.e. without random
-augmentation: the cache is keyed by the teacher checkpoint's bytes and the training data's
-fingerprint, so a changed teacher or changed data builds a new one.
+Valid only when the student sees each sample as the teacher did (no random augmentation the
+teacher's output varies with): ``TeacherCache`` decides that at the start of fit, builds or reuses
+the table and hands it to the distillation system, which then never runs the teacher in training.
+
+The table is a ``.npy`` file keyed by the teacher checkpoint's bytes, the data's fingerprint, the
+teacher's view set and the storage type, so a changed teacher or changed data builds a new one.
+At ImageNet size one teacher's table is 1.28M x 1000 x 4 bytes = 5.1 GB: it is built in chunks
+(progress shown), can be stored as float16, and above ``memory_limit_mb`` it is memory-mapped
+from disk instead of loaded into each process's memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from distill.run_dir import atomic_write
+from distill.errors import UsageError
 
 CACHE_DIR = "teacher_logits"
+DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def file_digest(path: str | Path) -> str:
@@ -27,35 +42,155 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cache_path(teacher_ckpt: str | Path, data_fingerprint: str) -> Path:
-    """``<teacher dir>/teacher_logits/<key>.pt``, the key hashing the teacher file and the data."""
-    key = hashlib.sha256(f"{file_digest(teacher_ckpt)}|{data_fingerprint}".encode()).hexdigest()[:24]
-    return Path(teacher_ckpt).parent / CACHE_DIR / f"{key}.pt"
+def cache_path(teacher_ckpt: str | Path, key: str) -> Path:
+    """``<teacher dir>/teacher_logits/<hash>.npy``, the hash covering the teacher file's bytes and ``key``."""
+    name = hashlib.sha256(f"{file_digest(teacher_ckpt)}|{key}".encode()).hexdigest()[:24]
+    return Path(teacher_ckpt).parent / CACHE_DIR / f"{name}.npy"
+
+
+class LogitTable:
+    """A (N, K) table of logits read by sample index, in memory or memory-mapped.
+
+    Args:
+        array: (N, K) float16/float32 array (a ``np.memmap`` reads rows from disk on demand).
+        device: Where a table held in memory lives (rows of a memory-mapped one are copied there per lookup).
+    """
+
+    def __init__(self, array: np.ndarray, device: torch.device | str = "cpu", in_memory: bool = True) -> None:
+        self.shape = tuple(array.shape)
+        self.in_memory = in_memory
+        self._array = array
+        self._tensor = torch.from_numpy(np.array(array)).to(device) if in_memory else None  # read whole
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, indices: Tensor) -> Tensor:
+        """Rows ``indices`` (B,) as float32 logits (B, K) on ``indices``' device."""
+        if self._tensor is not None:
+            return self._tensor[indices.to(self._tensor.device)].float().to(indices.device)
+        rows = np.asarray(self._array[indices.cpu().numpy()])  # fancy indexing reads only these rows
+        return torch.from_numpy(rows).float().to(indices.device)
 
 
 @torch.no_grad()
-def compute_logits(teacher: nn.Module, batches, num_images: int, device: torch.device) -> Tensor:  # type: ignore[no-untyped-def]
-    """Runs ``teacher`` (eval mode) over ``(inputs, indices)`` batches; returns (num_images, K) float32 logits."""
-    table: Tensor | None = None
-    for inputs, indices in batches:
-        logits = teacher(inputs.to(device)).float().cpu()  # (B, K)
+def build_table(teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_samples: int, path: Path,
+                dtype: str = "float32", device: torch.device | str = "cpu") -> None:
+    """Runs ``teacher`` over ``(inputs, indices)`` batches and writes the (num_samples, K) table to ``path``.
+
+    Written chunk by chunk into a memory-mapped temporary file in ``path``'s directory, then
+    flushed, fsynced and renamed: a crash leaves no partial table under the final name.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    table = None
+    done, next_report, start = 0, 0.1, time.perf_counter()
+    try:
+        for inputs, indices in batches:
+            logits = teacher(inputs.to(device)).float().cpu().numpy()  # (B, K)
+            if table is None:
+                table = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[dtype],
+                                                  shape=(num_samples, logits.shape[1]))
+            table[indices.numpy()] = logits
+            done += len(indices)
+            if done >= next_report * num_samples and done < num_samples:
+                rank_zero_info(f"teacher cache: {done:,}/{num_samples:,} samples "
+                               f"({done / (time.perf_counter() - start):.0f}/s)")
+                next_report += 0.1
         if table is None:
-            table = torch.zeros(num_images, logits.shape[1])
-        table[indices] = logits
-    assert table is not None, "no training images"
-    return table
+            raise UsageError("the training split is empty: nothing to cache")
+        if done != num_samples:
+            raise UsageError(f"the training split yielded {done} samples for a table of {num_samples}")
+        table.flush()
+        del table
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def save(table: Tensor, path: Path) -> None:
-    """Atomic write: a temporary file in the same directory, fsync, rename."""
-    atomic_write(path, lambda f: torch.save({"logits": table}, f))
-
-
-def load(path: Path) -> Tensor | None:
-    """The cached table, or None when missing or unreadable (then it is rebuilt)."""
+def open_table(path: Path, memory_limit_mb: float, device: torch.device | str = "cpu") -> LogitTable | None:
+    """The table at ``path`` (in memory up to ``memory_limit_mb``, memory-mapped above), or None if unreadable."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)["logits"]
-    except Exception:  # noqa: BLE001  (truncated / corrupt cache: rebuild it)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # truncated or corrupt: rebuilt by the caller
+    if array.ndim != 2:
         return None
+    in_memory = array.nbytes <= memory_limit_mb * 2**20
+    return LogitTable(array, device=device if in_memory else "cpu", in_memory=in_memory)
+
+
+class TeacherCache(Callback):
+    """At the start of fit, gives a distillation system cached teacher logits where they are valid.
+
+    The cache serves when the method reads only the teacher's logits and every random transform of
+    the training inputs is one the teacher is invariant to (none, or flips for a teacher averaged
+    over mirrored views). Otherwise the teacher runs online, and the reason is printed.
+    Rank 0 builds the table; every process then opens the same file.
+
+    Args:
+        dtype: Storage type of the table: ``float32`` (exact) or ``float16`` (half the disk and memory).
+        memory_limit_mb: Tables up to this size are read into memory (on the training device);
+            larger ones are memory-mapped and read row by row.
+        enabled: False runs the teacher online whatever the data (said once at the start).
+    """
+
+    def __init__(self, dtype: Literal["float32", "float16"] = "float32", memory_limit_mb: float = 1024.0,
+                 enabled: bool = True) -> None:
+        if dtype not in DTYPES:
+            raise UsageError(f"teacher cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
+        self.enabled = enabled
+        self.memory_limit_mb = memory_limit_mb
+        self.path: Path | None = None
+
+    def reason_not_cached(self, module: Any, data: Any) -> str | None:
+        """Why the teacher's logits are not cached for this run, or None when they are."""
+        if not self.enabled:
+            return "teacher_cache is off"
+        if module.distiller.teacher_features:
+            return "the method reads the teacher's intermediate features"
+        if data is None:
+            return "no DataModule says how the inputs are augmented"
+        varying = data.random_transforms() - module.teacher_invariances()
+        if varying:
+            return f"inputs are randomly augmented ({', '.join(sorted(varying))}) and the teacher's output varies with it"
+        return None
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        module: Any = pl_module
+        module.cached_logits = None
+        if not module.distiller.needs_teacher:
+            rank_zero_info("teacher: not run (the method ignores it, e.g. alpha=0)")
+            return
+        data = trainer.datamodule
+        why = self.reason_not_cached(module, data)
+        if why is not None:
+            rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
+            return
+        key = f"{data.fingerprint()}|views={module.teacher_views()}|dtype={self.dtype}"
+        path = self.path = cache_path(module.hparams.teacher_ckpt, key)
+        start = time.perf_counter()
+        # Built once, by one process; every process then reads the same file.
+        verb = "loaded"
+        if trainer.is_global_zero and open_table(path, 0) is None:
+            batches = ((module.to_memory_format(inputs), indices)
+                       for inputs, indices in data.training_inputs())
+            build_table(module.teacher_classifier, batches, data.num_training_samples(), path, self.dtype,
+                        module.device)
+            verb = "computed"
+        trainer.strategy.barrier("teacher_cache")
+        table = open_table(path, self.memory_limit_mb, module.device)
+        if table is None or len(table) != data.num_training_samples():
+            raise UsageError(f"teacher logits cache {path} is unreadable; delete it and run again")
+        module.cached_logits = table
+        where = "in memory" if table.in_memory else "memory-mapped"
+        rank_zero_info(f"teacher: cached logits {verb} in {time.perf_counter() - start:.1f} s ({path}, {self.dtype}, "
+                       f"{where}); looked up by index, the teacher does not run during training")

@@ -27,7 +27,7 @@ from lightning.pytorch import Callback
 from distill import optim
 from distill.data import ImageDataModule
 from distill.models import create_model
-from distill.train import DistillCLI
+from distill.cli import DistillCLI
 
 
 class StepTimer(Callback):
@@ -130,13 +130,13 @@ def main() -> None:
               "--data.batch_size", str(args.batch_size), "--overwrite", "true"]
     variants = {
         "plain": lambda: plain_loop(data, args.student, args.batch_size, args.steps, args.warmup),
-        "stage": lambda: stage([*common, "--model.alpha", "0"], work / "stage", args.steps, args.warmup),
-        "kd_cached": lambda: stage([*common, "--model.alpha", "0.9"], work / "cached", args.steps, args.warmup),
-        "kd_online": lambda: stage([*common, "--model.alpha", "0.9", "--model.teacher_cache", "false"],
+        "stage": lambda: stage([*common, "--model.method.alpha", "0"], work / "stage", args.steps, args.warmup),
+        "kd_cached": lambda: stage([*common, "--model.method.alpha", "0.9"], work / "cached", args.steps, args.warmup),
+        "kd_online": lambda: stage([*common, "--model.method.alpha", "0.9", "--model.teacher_cache", "false"],
                                    work / "online", args.steps, args.warmup),
     }
     if args.with_compile:
-        variants["compiled"] = lambda: stage([*common, "--model.alpha", "0", "--model.compile", "true"],
+        variants["compiled"] = lambda: stage([*common, "--model.method.alpha", "0", "--model.compile", "true"],
                                              work / "compiled", args.steps, args.warmup)
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats):  # interleaved, so drifts in machine speed hit every variant alike

@@ -8,6 +8,6 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 "$PY" -m distill.train teacher --overwrite true "$@"
 "$PY" -m distill.train student --overwrite true "$@"
-"$PY" -m distill.train student --overwrite true --model.alpha 0 --run_dir checkpoints/student_alone "$@"
+"$PY" -m distill.train student --overwrite true --model.method.alpha 0 --run_dir checkpoints/student_alone "$@"
 "$PY" -m distill.evaluate --teacher checkpoints/teacher/best.ckpt \
     --student checkpoints/student/best.ckpt checkpoints/student_alone/best.ckpt --out_dir reports

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from distill.train import DistillCLI, run_stage
+from distill.cli import DistillCLI
+from distill.stage import run_stage
 
 RECIPES = Path(__file__).resolve().parents[1] / "teachers"
 

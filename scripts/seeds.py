@@ -8,7 +8,7 @@
 
 Trains (or reuses) the teacher, then for every seed three students through ``python -m distill.train``:
   kd     the student recipe (``--student_config``, or the bare defaults),
-  twin   the same recipe with ``--model.alpha 0``: identical but for the teacher,
+  twin   the same recipe with ``--model.method.alpha 0``: identical but for the teacher,
   best   the student's own best recipe alone (``--alone_config``: a ``distill.train teacher`` config for the
          student's architecture, e.g. with label smoothing or augmentation), same budget.
 The gain is KD against the better of the two students trained alone (by mean test accuracy), so a recipe
@@ -169,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alone_config", type=Path, help="The student's best recipe without a teacher.")
     parser.add_argument("--jobs", type=int, default=1, help="Student runs at once (CPU threads are split among them).")
     parser.add_argument("--student_args", default="",
-                        help="Further arguments for the KD student and its alpha=0 twin only, e.g. '--model.temperature 2'.")
+                        help="Further arguments for the KD student and its alpha=0 twin only, e.g. '--model.method.temperature 2'.")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="Further arguments for every training run (the rest of the command line).")
     return parser.parse_args(argv)
@@ -211,7 +211,7 @@ def plan(args: argparse.Namespace, out: Path, teacher_ckpt: Path, student_config
         kd_dir, twin_dir, best_dir = (out / kind / f"seed{seed}" for kind in ("kd", "twin", "best"))
         jobs["kd"].append((train_command("student", student_config, kd_dir, seed, with_teacher), kd_dir))
         jobs["twin"].append((train_command("student", student_config, twin_dir, seed,
-                                           [*with_teacher, "--model.alpha", "0"]), twin_dir))
+                                           [*with_teacher, "--model.method.alpha", "0"]), twin_dir))
         if alone_config is not None:
             # The student on labels alone is a supervised stage of its own: no teacher involved at all.
             jobs["best"].append((train_command("teacher", alone_config, best_dir, seed, args.extra), best_dir))
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kd_recipe = " ".join([recipe_name(student_config, "bare student defaults"), args.student_args]).strip()
     kd = group("kd", kd_recipe, results["kd"])
-    twin = group("alpha0_twin", f"{kd_recipe} --model.alpha 0", results["twin"])
+    twin = group("alpha0_twin", f"{kd_recipe} --model.method.alpha 0", results["twin"])
     best = group("best_alone", recipe_name(alone_config, ""), results["best"]) if results["best"] else None
     summary = summarize(teacher, kd, twin, best, command)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -9,7 +9,7 @@ from distill.checkpoint import load_checkpoint, load_trained, model_from_checkpo
 from distill.data import ImageDataModule
 from distill.errors import UsageError
 from distill.models import create_model
-from distill.models.tta import TestTimeAugmented
+from distill.models import tta
 from distill.train import main
 from tests.conftest import fast
 
@@ -66,27 +66,40 @@ def test_model_from_checkpoint_rebuilds_the_network(teacher_run):
     model, hparams = model_from_checkpoint(teacher_run / "best.ckpt")
     assert hparams["model"] == "cnn_tiny" and not model.training
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert not isinstance(model, TestTimeAugmented)
+    assert not isinstance(model, tta.TestTimeAugmented)  # test-time views are applied where a classifier is used
 
 
-def test_stage_with_test_time_augmentation_is_evaluated_and_reloaded_with_it(tmp_path):
-    run_dir = tmp_path / "t"
-    assert main(["teacher", "--model.model", "cnn_tiny", "--model.tta", "flip", "--run_dir", str(run_dir),
-                 *fast(limit_test_batches="1", eval_batch_size="64")]) == 0
-    model, hparams = model_from_checkpoint(run_dir / "best.ckpt")
-    assert hparams["tta"] == "flip" and isinstance(model, TestTimeAugmented)
-    trained = load_trained(run_dir / "best.ckpt")  # its network is what gets exported: the plain network's keys
-    assert trained.network is trained.model.model
-    assert set(trained.network.state_dict()) == set(create_model("cnn_tiny", num_classes=10).state_dict())
-    # The stage's own test accuracy is the flip-averaged classifier's, on the first 64 test images.
-    data = ImageDataModule()
-    data.setup("test")
-    images, labels, _ = next(iter(data.test_dataloader()))
-    images = data.transform(images[:64], train=False)
+def test_a_network_with_other_layer_widths_loads_back(teacher_run, tmp_path):
+    """A checkpoint whose layers are narrower than the registry's (a pruned network) rebuilds at its own widths."""
+    ckpt = torch.load(teacher_run / "best.ckpt", weights_only=True)
+    pruned = create_model("cnn_tiny", num_classes=10, in_channels=1)
+    # cnn_tiny's first conv keeps 5 of its 8 channels; its BatchNorm and the next conv follow.
+    features = pruned.features
+    features[0] = torch.nn.Conv2d(1, 5, 3, padding=1, bias=False)
+    features[1] = torch.nn.BatchNorm2d(5)
+    features[4] = torch.nn.Conv2d(5, 16, 3, padding=1, bias=False)
+    ckpt["state_dict"] = {f"model.{k}": v for k, v in pruned.state_dict().items()}
+    path = tmp_path / "pruned.ckpt"
+    torch.save(ckpt, path)
+    model, _ = model_from_checkpoint(path)
+    assert model.features[0].weight.shape == (5, 1, 3, 3) and model.features[1].num_features == 5
+    assert model.features[4].in_channels == 5
+    x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
-        acc = (model(images).argmax(1) == labels[:64]).float().mean().item()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test/acc"] == pytest.approx(acc, abs=1e-6)
+        assert torch.equal(model(x), pruned.eval()(x))
+
+
+@pytest.mark.parametrize("suffix, shape, match", [
+    ("classifier.2.weight", (10, 16, 1), r"layer model\.classifier\.2|classifier\.2 \(Linear\) has saved shapes"),
+    ("num_batches_tracked", (3,), "weights do not fit cnn_tiny"),
+])
+def test_a_saved_shape_no_layer_can_take_is_a_one_line_error(teacher_run, tmp_path, suffix, shape, match):
+    ckpt = torch.load(teacher_run / "best.ckpt", weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.endswith(suffix))
+    ckpt["state_dict"][key] = torch.zeros(shape, dtype=ckpt["state_dict"][key].dtype)
+    torch.save(ckpt, tmp_path / "odd.ckpt")
+    with pytest.raises(UsageError, match=match):
+        load_trained(tmp_path / "odd.ckpt")
 
 
 def test_atomic_checkpoint_io_replaces_whole_files(tmp_path, monkeypatch):

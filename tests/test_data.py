@@ -123,13 +123,13 @@ def test_random_crop_shifts_content_and_keeps_shape():
     assert len(positions) > 1
 
 
-def test_shifted_views_filled_with_crop_fill_are_exact_training_crops(fake_fashion_mnist):
+def test_shifted_views_filled_with_the_border_fill_are_exact_training_crops(fake_fashion_mnist):
     data = ImageDataModule(root=str(fake_fashion_mnist), download=False)
     raw = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
     padded = torch.nn.functional.pad(raw, (1, 1, 1, 1))  # what the training crop does: black border
     for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         crop = padded[..., 1 - dy : 29 - dy, 1 - dx : 29 - dx]
-        assert torch.equal(shift(data.transform(raw, train=False), dx, dy, data.crop_fill), data.transform(crop, train=False))
+        assert torch.equal(shift(data.transform(raw, train=False), dx, dy, data.border_fill), data.transform(crop, train=False))
 
 
 def test_hflip_mirrors_about_half():

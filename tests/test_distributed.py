@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from distill.data import ImageDataModule
-from distill.train import exact_test_metrics
+from distill.checkpoint import load_trained
+from distill.finish import model_test_metrics
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -42,6 +43,6 @@ def test_both_stages_under_ddp_write_exact_test_metrics(tmp_path):
     data = ImageDataModule(eval_batch_size=1000)
     for run_dir in ("t", "s"):
         written = json.loads((tmp_path / run_dir / "metrics.json").read_text())
-        single = exact_test_metrics(str(tmp_path / run_dir / "best.ckpt"), data, torch.device("cpu"))
+        single = model_test_metrics(load_trained(tmp_path / run_dir / "best.ckpt").network, data, torch.device("cpu"))
         for key in ("test/acc", "test/f1", "test/loss"):
             assert written[key] == pytest.approx(single[key], abs=1e-6), (run_dir, key)

@@ -30,8 +30,9 @@ def test_report_holds_every_model_and_valid_plots(teacher_run, student_run, tmp_
     assert student["ratios"]["params"] == pytest.approx(29178 / 1442)
     assert student["ratios"]["accuracy_retained"] == pytest.approx(student["acc"] / teacher["acc"])
     assert student["cpu"]["latency_ms"] > 0 and student["cpu"]["throughput"] > 0
-    # How it was distilled, the method's defaults filled in for what the stage left unset.
-    assert (student["method"], student["alpha"], student["logit_standardize"]) == ("kd", 0.9, False)
+    # How it was distilled, as the stage ran it (the default recipe's KD settings).
+    assert student["method"] == "kd" and student["method_settings"] == {"temperature": 2.0, "alpha": 0.9,
+                                                                        "logit_standardize": False}
     markdown = (out / "compare.md").read_text()
     assert all(name in markdown for name in names)
     for figure in ("confusion.png", "reliability.png", "per_class_f1.png", "training_curves.png"):
@@ -57,7 +58,9 @@ def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(te
     from safetensors.torch import load_file
 
     from distill.checkpoint import load_trained
-    from distill.evaluate import datamodule_for, test_logits
+    from distill.evaluate import datamodule_for
+    from distill.finish import test_logits
+    from distill.models.tta import with_tta
 
     reports = {}
     for tta in ("none", "flip"):
@@ -67,10 +70,9 @@ def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(te
         reports[tta] = json.loads((out / "compare.json").read_text())["models"][0]
     plain, flipped = reports["none"], reports["flip"]
     assert plain["model"] == "cnn_tiny" and flipped["model"] == "cnn_tiny + flip TTA"
-    trained = load_trained(teacher_run / "best.ckpt", tta="flip")
+    trained = load_trained(teacher_run / "best.ckpt")
     data = datamodule_for(trained, None, 1000)
-    data.setup("test")
-    logits, labels = test_logits(trained.model, data, torch.device("cpu"))
+    logits, labels = test_logits(with_tta(trained.network, "flip", data.border_fill), data, torch.device("cpu"))
     assert flipped["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     assert flipped["flops"] == 2 * plain["flops"] and flipped["params"] == plain["params"]  # two passes, one network
     trained.network.load_state_dict(load_file(flipped["safetensors"]))  # the network's own keys, strict

@@ -3,7 +3,8 @@ import torch
 
 from distill.errors import UsageError
 from distill.models import count_parameters, create_model, list_models
-from distill.models.tta import TTA_VIEWS, TestTimeAugmented, describe, shift, with_tta
+from distill.models import tta as tta_module
+from distill.models.tta import TTA_VIEWS, describe, shift, with_tta
 
 # Parameter counts at 100 classes as cited in the CRD/DKD papers (../shared/ANCHORS.md), in millions.
 PUBLISHED_MILLIONS = {
@@ -101,7 +102,7 @@ def test_test_time_augmentation_averages_its_views_and_is_blind_to_mirroring(tta
         assert torch.allclose(out, expected, atol=1e-6)
         assert not torch.allclose(out, model(x), atol=1e-4)  # the views do change this network's logits
         assert torch.allclose(averaged(x.flip(3)), out, atol=1e-5)  # a mirror sees the same set of views
-    assert isinstance(averaged, TestTimeAugmented) and averaged.invariant_to == {"hflip"}
+    assert isinstance(averaged, tta_module.TestTimeAugmented) and averaged.invariant_to == {"hflip"}
     assert count_parameters(averaged) == count_parameters(model)
 
 

@@ -9,7 +9,9 @@ from lightning.pytorch.loggers import CSVLogger
 from distill.checkpoint import load_checkpoint
 from distill.data import ImageDataModule
 from distill.errors import UsageError
+from distill.losses import KD
 from distill.modules import DistillModule, TeacherModule
+from distill.modules.classifier import logs_this_step
 from tests.conftest import needs_fashion_mnist
 
 
@@ -19,7 +21,7 @@ def make_student(teacher_ckpt, **kwargs) -> DistillModule:
 
 
 def test_teacher_is_frozen_through_a_training_step(teacher_run):
-    module = make_student(teacher_run / "best.ckpt", alpha=0.9)
+    module = make_student(teacher_run / "best.ckpt", method=KD(alpha=0.9))
     before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     module.train()
     assert module.model.training and not module.teacher.training
@@ -70,6 +72,14 @@ def test_teacher_checkpoint_is_plain_and_loads_weights_only(teacher_run):
     assert all(isinstance(v, (str, int, float, bool, tuple, list, dict, type(None))) for v in hp.values())
 
 
+def test_student_hyperparameters_hold_the_method_as_plain_values(teacher_run):
+    module = make_student(teacher_run / "best.ckpt", method=KD(temperature=3.0, alpha=0.4))
+    assert module.hparams["method"] == "kd"
+    assert module.hparams["method_settings"] == {"temperature": 3.0, "alpha": 0.4, "logit_standardize": False}
+    assert not any(isinstance(v, torch.nn.Module) for v in module.hparams.values())
+    assert make_student(teacher_run / "best.ckpt").distiller.settings() == KD().settings()  # None: KD's own defaults
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"lr": 0.0}, "lr must be > 0"),
     ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
@@ -81,13 +91,13 @@ def test_bad_hyperparameters_fail_at_construction(kwargs, match):
         TeacherModule(model="cnn_tiny", **kwargs)
 
 
-def test_mirrored_test_time_views_are_refused_where_a_mirror_changes_the_class(tmp_path):
+def test_mirrored_teacher_views_are_refused_where_a_mirror_changes_the_class(teacher_run, tmp_path):
     data = ImageDataModule(batch_size=32)
     data.source.info = dataclasses.replace(data.info, hflip=False)  # e.g. digits or text
-    module = TeacherModule(model="cnn_tiny", tta="flip")
+    module = make_student(teacher_run / "best.ckpt", teacher_tta="flip")
     trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
-    with pytest.raises(UsageError, match="tta=flip: a mirrored image of fashion_mnist does not keep its class"):
+    with pytest.raises(UsageError, match="teacher_tta=flip: a mirrored input of this data does not keep its class"):
         trainer.fit(module, datamodule=data)
 
 
@@ -110,6 +120,25 @@ def test_compile_keeps_checkpoint_keys():
     plain = TeacherModule(model="cnn_tiny")
     compiled = TeacherModule(model="cnn_tiny", compile=True)
     assert list(plain.state_dict()) == list(compiled.state_dict())
+
+
+@needs_fashion_mnist
+def test_logs_this_step_agrees_with_lightnings_own_rule_on_every_step(tmp_path):
+    # logs_this_step reads public Trainer state only; Lightning's private answer is its reference. If
+    # Lightning renames the private attribute, this test fails loudly rather than drifting silently.
+    class Compare(Callback):
+        def __init__(self):
+            self.pairs = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.pairs.append((logs_this_step(trainer), trainer._logger_connector.should_update_logs))
+
+    compare = Compare()
+    trainer = Trainer(max_steps=7, log_every_n_steps=3, limit_val_batches=0, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[compare], logger=False)
+    trainer.fit(TeacherModule(model="cnn_tiny"), datamodule=ImageDataModule(batch_size=32))
+    assert len(compare.pairs) == 7 and all(ours == theirs for ours, theirs in compare.pairs)
+    assert [ours for ours, _ in compare.pairs] == [False, False, True, False, False, True, False]
 
 
 @needs_fashion_mnist

@@ -95,7 +95,8 @@ def test_seeds_runner_trains_teacher_once_then_kd_twin_and_best_alone_per_seed(t
             metrics = json.loads((out / kind / f"seed{seed}" / "metrics.json").read_text())
             assert metrics["seed"] == seed and "last_epoch/test/acc" in metrics
             assert metrics["stage"] == ("teacher" if kind == "best" else "student")
-            assert metrics.get("alpha") == {"kd": 0.9, "twin": 0.0, "best": None}[kind]
+            alpha = (metrics.get("method_settings") or {}).get("alpha")
+            assert alpha == {"kd": 0.9, "twin": 0.0, "best": None}[kind]
     assert "lr: 0.01" in (out / "best" / "seed0" / "config.yaml").read_text()
     assert (out / "summary.md").read_text().count("|") > 20
     # Run again: every finished run is reused, nothing is trained or overwritten.

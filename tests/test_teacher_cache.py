@@ -1,60 +1,81 @@
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from distill import teacher_cache
 from distill.checkpoint import model_from_checkpoint
 from distill.data import ImageDataModule
-from distill.models.tta import TestTimeAugmented, average_logits
+from distill.features import FeatureRecorder
+from distill.losses import KD
+from distill.models.tta import average_logits
 from distill.modules import DistillModule
-from distill.train import main
-from tests.conftest import fast
+from distill.teacher_cache import LogitTable, TeacherCache, build_table, cache_path, open_table
 
 NO_CACHE = shutil.ignore_patterns(teacher_cache.CACHE_DIR)  # copies of a teacher run start without caches
 
 
-@pytest.fixture(scope="module")
-def flip_teacher_run(tmp_path_factory):
-    """A tiny teacher whose stage used flip test-time augmentation: its checkpoint is a flip-averaged classifier."""
-    run_dir = tmp_path_factory.mktemp("flip_teacher")
-    assert main(["teacher", "--model.model", "cnn_tiny", "--model.tta", "flip", "--run_dir", str(run_dir),
-                 *fast()]) == 0
-    return run_dir
-
-
-def test_cached_logits_equal_fresh_ones(teacher_run):
+def test_cached_logits_equal_fresh_ones(teacher_run, tmp_path):
     data = ImageDataModule(eval_batch_size=5000)
     teacher, _ = model_from_checkpoint(teacher_run / "best.ckpt")
-    batches = ((data.transform(x, train=False), idx) for x, idx in data.training_images())
-    table = teacher_cache.compute_logits(teacher, batches, data.num_training_images(), torch.device("cpu"))
-    assert table.shape == (60000, 10)
+    path = tmp_path / "table.npy"
+    build_table(teacher, data.training_inputs(), data.num_training_samples(), path)
+    table = open_table(path, memory_limit_mb=1024)
+    assert table is not None and table.in_memory and table.shape == (60000, 10)
     idx = torch.tensor([0, 17, 59999, 31337])
     with torch.no_grad():
         fresh = teacher(data.transform(data.train_set.images[idx], train=False))
     assert torch.allclose(table[idx], fresh, atol=1e-5)
+    # Above the memory limit the same file is memory-mapped and read row by row: the same rows.
+    mapped = open_table(path, memory_limit_mb=0)
+    assert not mapped.in_memory and isinstance(mapped._array, np.memmap)
+    assert torch.equal(mapped[idx], table[idx])
+    # float16 storage: half the bytes, the same logits to fp16 precision.
+    half = tmp_path / "half.npy"
+    build_table(teacher, data.training_inputs(), data.num_training_samples(), half, dtype="float16")
+    assert half.stat().st_size < 0.51 * path.stat().st_size
+    assert torch.allclose(open_table(half, 1024)[idx], fresh, atol=2e-2, rtol=1e-3)
+
+
+def test_table_build_is_chunked_and_leaves_nothing_when_interrupted(tmp_path):
+    teacher = torch.nn.Linear(3, 2)
+
+    def batches():
+        yield torch.randn(4, 3), torch.arange(4)
+        raise KeyboardInterrupt  # killed halfway
+
+    path = tmp_path / "t.npy"
+    with pytest.raises(KeyboardInterrupt):
+        build_table(teacher, batches(), 8, path)
+    assert list(tmp_path.iterdir()) == []  # no partial table under any name
 
 
 def test_cache_is_keyed_by_teacher_and_data(teacher_run, tmp_path):
-    data = ImageDataModule()
-    path = teacher_cache.cache_path(teacher_run / "best.ckpt", data.fingerprint())
-    assert path == teacher_cache.cache_path(teacher_run / "best.ckpt", data.fingerprint())
+    path = cache_path(teacher_run / "best.ckpt", "data-a")
+    assert path == cache_path(teacher_run / "best.ckpt", "data-a")
     other_teacher = tmp_path / "best.ckpt"
     shutil.copy(teacher_run / "best.ckpt", other_teacher)
-    assert teacher_cache.cache_path(other_teacher, data.fingerprint()).name == path.name  # same bytes, same key
+    assert cache_path(other_teacher, "data-a").name == path.name  # same bytes, same key
     state = torch.load(other_teacher, weights_only=True)
     state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     torch.save(state, other_teacher)
-    assert teacher_cache.cache_path(other_teacher, data.fingerprint()).name != path.name  # changed teacher
-    assert teacher_cache.cache_path(teacher_run / "best.ckpt", "other data").name != path.name  # changed data
+    assert cache_path(other_teacher, "data-a").name != path.name  # changed teacher
+    assert cache_path(teacher_run / "best.ckpt", "data-b").name != path.name  # changed data
 
 
 def test_corrupt_cache_reads_as_missing(tmp_path):
-    path = tmp_path / "c.pt"
-    teacher_cache.save(torch.ones(3, 2), path)
-    assert torch.equal(teacher_cache.load(path), torch.ones(3, 2))
+    path = tmp_path / "c.npy"
+    build_table(torch.nn.Identity(), [(torch.ones(3, 2), torch.arange(3))], 3, path)
+    assert torch.equal(open_table(path, 1024)[torch.arange(3)], torch.ones(3, 2))
     path.write_bytes(path.read_bytes()[:20])
-    assert teacher_cache.load(path) is None
+    assert open_table(path, 1024) is None
+
+
+def test_logit_table_lookup_returns_float32_on_the_indices_device():
+    table = LogitTable(np.arange(12, dtype=np.float16).reshape(6, 2))
+    rows = table[torch.tensor([5, 0])]
+    assert rows.dtype == torch.float32 and rows.tolist() == [[10.0, 11.0], [0.0, 1.0]]
 
 
 def _fit_student(teacher_ckpt, data, tmp_path, **kwargs) -> DistillModule:
@@ -75,53 +96,50 @@ def _fit_student(teacher_ckpt, data, tmp_path, **kwargs) -> DistillModule:
     (True, None, False, False),  # crops move the image: no teacher here is invariant to that
 ])
 def test_student_caches_the_teacher_only_where_its_targets_cannot_vary(
-        teacher_run, flip_teacher_run, tmp_path, augment, crop_padding, plain_cached, flip_cached):
-    for source, expect_cache in ((teacher_run, plain_cached), (flip_teacher_run, flip_cached)):
-        run_dir = tmp_path / source.name
-        shutil.copytree(source, run_dir, ignore=NO_CACHE)  # keep the session's teacher directories free of caches
+        teacher_run, tmp_path, augment, crop_padding, plain_cached, flip_cached):
+    for views, expect_cache in (("none", plain_cached), ("flip", flip_cached)):
+        run_dir = tmp_path / views
+        shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)  # keep the session's teacher directory free of caches
         data = ImageDataModule(augment=augment, crop_padding=crop_padding, batch_size=64)
-        module = _fit_student(run_dir / "best.ckpt", data, tmp_path)
+        module = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta=views)
         assert (module.cached_logits is not None) == expect_cache
-        assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == int(expect_cache)
+        assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.npy"))) == int(expect_cache)
 
 
-def test_flip_teacher_cache_holds_flip_averaged_logits(flip_teacher_run, tmp_path):
+def test_teacher_views_key_the_cache_and_shifted_views_use_the_datas_border(teacher_run, tmp_path):
     run_dir = tmp_path / "t"
-    shutil.copytree(flip_teacher_run, run_dir, ignore=NO_CACHE)
-    data = ImageDataModule(augment=True, crop_padding=0, batch_size=64)
-    module = _fit_student(run_dir / "best.ckpt", data, tmp_path)
-    teacher, _ = model_from_checkpoint(run_dir / "best.ckpt")
-    assert isinstance(teacher, TestTimeAugmented) and module.teacher_tta == "flip"
-    idx = torch.tensor([3, 40000])
-    images = data.transform(data.train_set.images[idx], train=False)
-    with torch.no_grad():
-        expected = average_logits(teacher.model, images, "flip")
-        assert torch.allclose(module.cached_logits[idx], expected, atol=1e-5)
-        assert torch.allclose(module.cached_logits[idx], teacher(images.flip(3)), atol=1e-5)  # the mirror's target too
-
-
-def test_student_side_teacher_tta_overrides_the_teachers_own_and_keys_its_cache(teacher_run, tmp_path):
-    run_dir = tmp_path / "t"
-    shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)  # a teacher whose own stage used no test-time augmentation
+    shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)
     data = ImageDataModule(augment=True, crop_padding=0, batch_size=64)
     module = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta="flip_shift")
     assert module.teacher_tta == "flip_shift" and module.cached_logits is not None  # flips only: cached
+    assert module.teacher_fill == data.border_fill == pytest.approx((-0.2860 / 0.3530,))  # a black pixel
     network, _ = model_from_checkpoint(run_dir / "best.ckpt")
     idx = torch.tensor([5, 123])
     images = data.transform(data.train_set.images[idx], train=False)
-    # The teacher stage ran through the CLI, which records the data's crop fill (black) for shifted views.
-    assert module.teacher_fill == data.crop_fill
     with torch.no_grad():
-        expected = average_logits(network, images, "flip_shift", data.crop_fill)
+        expected = average_logits(network, images, "flip_shift", data.border_fill)
         assert torch.allclose(module.cached_logits[idx], expected, atol=1e-5)
+        assert torch.allclose(module.cached_logits[idx], average_logits(network, images.flip(3), "flip_shift",
+                                                                        data.border_fill), atol=1e-5)  # the mirror too
         assert not torch.allclose(expected, average_logits(network, images, "flip_shift"), atol=1e-4)  # edge: differs
     plain = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path)
     assert plain.teacher_tta == "none"
     with torch.no_grad():
         assert torch.allclose(plain.cached_logits[idx], network(images), atol=1e-5)
-    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 2  # one cache per view set
-    # Another border fill is another function of the image: its own cache, with its own targets.
-    gray = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta="flip_shift", tta_fill=(0.0,))
-    assert gray.teacher_fill == (0.0,)
-    assert not torch.allclose(gray.cached_logits[idx], module.cached_logits[idx], atol=1e-4)
-    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.pt"))) == 3
+    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.npy"))) == 2  # one cache per view set
+    # A float16 table is another file, with the same targets to fp16 precision.
+    half = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path, teacher_cache_dtype="float16")
+    assert torch.allclose(half.cached_logits[idx], plain.cached_logits[idx], atol=2e-2)
+    assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.npy"))) == 3
+
+
+def test_a_method_reading_teacher_features_runs_the_teacher_online(teacher_run, tmp_path):
+    class WithTeacherFeatures(KD):
+        teacher_features = ("penultimate",)
+
+    run_dir = tmp_path / "t"
+    shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)
+    module = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path, method=WithTeacherFeatures())
+    assert module.cached_logits is None and not (run_dir / teacher_cache.CACHE_DIR).exists()
+    assert TeacherCache().reason_not_cached(module, ImageDataModule()) == "the method reads the teacher's intermediate features"
+    assert isinstance(module.teacher_recorder, FeatureRecorder)

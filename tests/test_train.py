@@ -42,50 +42,49 @@ def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
 
     student_dir = tmp_path / "student"
     code = main(["student", "--model.model", "cnn_small", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
-                 "--model.temperature", "2", "--model.alpha", "0.5", "--run_dir", str(student_dir), *FAST])
+                 "--model.method.temperature", "2", "--model.method.alpha", "0.5", "--run_dir", str(student_dir), *FAST])
     assert code == 0
     metrics = read_json(student_dir / "metrics.json")
     assert {"test/acc", "test/f1", "params"} <= set(metrics)
     assert metrics["params"] == 29178 and metrics["teacher_params"] == 1442
-    assert metrics["temperature"] == 2.0 and metrics["alpha"] == 0.5
+    assert metrics["method"] == "kd"
+    assert metrics["method_settings"] == {"temperature": 2.0, "alpha": 0.5, "logit_standardize": False}
     # The teacher as it taught, measured on the whole test set (the trainer's test-batch limit is for the student).
     from distill.checkpoint import load_trained
-    from distill.evaluate import datamodule_for, test_logits
+    from distill.evaluate import datamodule_for
+    from distill.finish import test_logits
 
     trained = load_trained(teacher_run / "best.ckpt")
+    assert trained.data_module == "images"  # the data's registry name, for distill.evaluate
     data = datamodule_for(trained, None, 1000)
-    data.setup("test")
-    logits, labels = test_logits(trained.model, data, torch.device("cpu"))
-    assert metrics["teacher_tta"] == "none" and metrics["tta"] == "none"
+    logits, labels = test_logits(trained.network, data, torch.device("cpu"))
+    assert metrics["teacher_tta"] == "none"
     assert metrics["teacher_test_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     ckpt = torch.load(student_dir / "best.ckpt", weights_only=True)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])
-    assert ckpt["hyper_parameters"]["model"] == "cnn_small"
-    # The CLI hands the data's crop fill (a black pixel, normalized) to the system for shifted test-time views.
-    from distill.data import ImageDataModule
-
-    assert tuple(ckpt["hyper_parameters"]["tta_fill"]) == ImageDataModule().crop_fill
-    assert ImageDataModule().crop_fill == pytest.approx((-0.2860 / 0.3530,))
+    assert ckpt["hyper_parameters"]["model"] == "cnn_small" and ckpt["hyper_parameters"]["method"] == "kd"
+    assert ckpt["hyper_parameters"]["method_settings"]["alpha"] == 0.5
     config = (student_dir / "config.yaml").read_text()
     assert "temperature: 2.0" in config and "alpha: 0.5" in config
 
 
 def test_alpha_zero_trains_the_student_alone(teacher_run, tmp_path):
     code = main(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
-                 "--model.alpha", "0", "--run_dir", str(tmp_path / "alone"), *FAST])
+                 "--model.method.alpha", "0", "--run_dir", str(tmp_path / "alone"), *FAST])
     assert code == 0
-    assert read_json(tmp_path / "alone" / "metrics.json")["alpha"] == 0.0
+    assert read_json(tmp_path / "alone" / "metrics.json")["method_settings"]["alpha"] == 0.0
 
 
 def test_dkd_student_through_the_cli_records_its_method(teacher_run, tmp_path):
     code = main(["student", "--model.model", "cnn_tiny", "--model.teacher_ckpt", str(teacher_run / "best.ckpt"),
-                 "--model.method", "dkd", "--model.beta", "2", "--model.logit_standardize", "true",
+                 "--model.method", "dkd", "--model.method.beta", "2", "--model.method.logit_standardize", "true",
                  "--run_dir", str(tmp_path / "dkd"),
                  *fast(logger=None), "--trainer.log_every_n_steps", "1"])
     assert code == 0
     metrics = read_json(tmp_path / "dkd" / "metrics.json")
-    assert metrics["method"] == "dkd" and metrics["beta"] == 2.0 and metrics["alpha"] == 0.9
-    assert metrics["logit_standardize"] is True
+    # A method chosen by name starts from its own (paper) defaults, not the default recipe's KD values.
+    assert metrics["method"] == "dkd"
+    assert metrics["method_settings"] == {"temperature": 4.0, "alpha": 0.5, "beta": 2.0, "logit_standardize": True}
     assert {"train/loss_tckd", "train/loss_nckd", "train/loss_ce"} <= logged_columns(tmp_path / "dkd")
 
 
@@ -115,18 +114,17 @@ BAD_INPUTS = [
     (["teacher", "--model.model", "resnet9000"], "unknown model 'resnet9000'; valid:"),
     (["teacher", "--model.optimizer", "lion"], "unknown optimizer 'lion'; valid:"),
     (["teacher", "--model.scheduler", "zigzag"], "unknown scheduler 'zigzag'; valid:"),
-    (["teacher", "--model.tta", "rotate"], "unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"),
-    (["student", "--model.teacher_tta", "rotate"], "unknown test-time augmentation 'rotate'; valid:"),
+    (["student", "--model.teacher_tta", "rotate"], "unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"),
     (["teacher", "--data.dataset", "mnist3d"], "unknown dataset 'mnist3d'; valid:"),
     (["teacher", "--model.lr", "0"], "lr must be > 0"),
     (["teacher", "--data.batch_size", "0"], "batch sizes must be >= 1"),
     (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in (0, 1)"),
-    (["student", "--model.temperature", "0"], "temperature must be > 0"),
-    (["student", "--model.alpha", "1.5"], "alpha must be in [0, 1]"),
+    (["student", "--model.method.temperature", "0"], "temperature must be > 0"),
+    (["student", "--model.method.alpha", "1.5"], "alpha must be in [0, 1]"),
     (["student", "--model.method", "fitnet"], "unknown distillation method 'fitnet'; valid: dkd, kd"),
-    (["student", "--model.beta", "2"], "distillation method 'kd' does not take beta"),
-    (["student", "--model.method", "dkd", "--model.beta", "-1"], "beta must be >= 0"),
-    (["student", "--model.logit_standardize", "maybe"], "model.logit_standardize"),
+    (["student", "--model.method.beta", "2"], "beta"),
+    (["student", "--model.method", "dkd", "--model.method.beta", "-1"], "beta must be >= 0"),
+    (["student", "--model.method.logit_standardize", "maybe"], "logit_standardize"),
     (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
     (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
     (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),
@@ -237,7 +235,7 @@ def test_progress_bar_redraws_every_refresh_rate_steps(monkeypatch):
 
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from distill.train import ProgressBar
+    from distill.cli import ProgressBar
 
     redrawn: list[int] = []
     monkeypatch.setattr(RichProgressBar, "on_train_batch_end",

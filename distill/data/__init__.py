@@ -1,11 +1,28 @@
-"""Data: dataset sources behind one registry, and the DataModule that serves them."""
+"""Data: dataset sources behind one registry, the DataModules that serve them, and their interface.
+
+A DataModule is registered in ``DATA_MODULES`` under a short name; checkpoints record that name and
+``distill.evaluate`` rebuilds the data from it, so a new kind of data is one file and one line here.
+"""
+
+from lightning.pytorch import LightningDataModule
 
 from distill.data.datamodule import ImageDataModule
+from distill.data.interface import DistillData
 from distill.data.sources import SOURCES, DatasetInfo
+from distill.registry import Registry
 
-__all__ = ["ImageDataModule", "DatasetInfo", "SOURCES", "list_datasets"]
+DATA_MODULES: Registry[type[LightningDataModule]] = Registry("data module")
+DATA_MODULES.register(ImageDataModule, name="images")
+
+__all__ = ["DATA_MODULES", "DatasetInfo", "DistillData", "ImageDataModule", "SOURCES", "data_module_name",
+           "list_datasets"]
 
 
 def list_datasets() -> list[str]:
     """Names accepted by ``--data.dataset``."""
     return SOURCES.names()
+
+
+def data_module_name(data: object) -> str | None:
+    """The registry name of a DataModule object, or None for an unregistered one."""
+    return next((name for name in DATA_MODULES.names() if type(data) is DATA_MODULES.get(name)), None)

@@ -53,6 +53,8 @@ class IndexedFolder(Dataset):
 class ImageDataModule(LightningDataModule):
     """Image classification data: a seeded validation split, batched augmentation, normalization.
 
+    Implements ``distill.data.interface.DistillData``, the interface every stage uses.
+
     Batches are ``(images, labels, indices)``: uint8 images on the loader side, turned into
     normalized (and, in training, augmented) float tensors after the transfer to the device.
     ``indices`` point into the full training split (used to look up cached teacher outputs).
@@ -127,6 +129,10 @@ class ImageDataModule(LightningDataModule):
         return self.info.num_classes
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.info.classes)
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images the model receives."""
         return (self.info.in_channels, self.info.image_size, self.info.image_size)
@@ -188,8 +194,8 @@ class ImageDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
-    def training_images(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """The whole training array in order, unaugmented: ``(uint8 images (B, C, H, W), indices (B,))``.
+    def training_inputs(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The whole training array in order, normalized and unaugmented: ``(images (B, C, H, W), indices (B,))``.
 
         Indices are those the training batches carry, so per-sample values computed from this
         (cached teacher outputs) can be looked up by a batch's ``indices``.
@@ -199,21 +205,26 @@ class ImageDataModule(LightningDataModule):
             images = self.train_set.images
             for start in range(0, len(images), self.eval_batch_size):
                 idx = torch.arange(start, min(start + self.eval_batch_size, len(images)))
-                yield images[idx], idx
+                yield self.transform(images[idx.to(images.device)], train=False), idx
         else:
-            assert isinstance(self.train_set, IndexedFolder)
             assert self.folder_train is not None
             loader = DataLoader(IndexedFolder(self.folder_train), batch_size=self.eval_batch_size,
                                 num_workers=self.num_workers)
             for images, _, idx in loader:
-                yield images, idx
+                yield self.transform(images, train=False), idx
 
-    def num_training_images(self) -> int:
+    def num_training_samples(self) -> int:
         """Size of the full training array (training and validation parts) that indices point into."""
         self.setup("fit")
         if isinstance(self.train_set, IndexedTensors):
             return len(self.train_set.images)
         return len(self.folder_train)  # type: ignore[arg-type]
+
+    def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test split, normalized, each image once: ``(images (B, C, H, W), labels (B,))``."""
+        self.setup("test")
+        for images, labels, _ in self.test_dataloader():
+            yield self.transform(images, train=False), labels
 
     def fingerprint(self) -> str:
         """Identifies the training inputs a model sees (data, size, normalization) for caches keyed on them."""
@@ -235,7 +246,12 @@ class ImageDataModule(LightningDataModule):
         return self.info.crop_padding if self.crop_padding is None else self.crop_padding
 
     @property
-    def crop_fill(self) -> tuple[float, ...]:
+    def mirror_keeps_class(self) -> bool:
+        """Whether a mirrored image keeps its class (the dataset's ``hflip``)."""
+        return self.info.hflip
+
+    @property
+    def border_fill(self) -> tuple[float, ...]:
         """Per-channel value, after normalization, of the border the training crop adds: a black pixel.
 
         Test-time shifted views fill their border with it too (``distill.models.tta.shift``).
@@ -250,7 +266,10 @@ class ImageDataModule(LightningDataModule):
         return frozenset(name for name, used in (("crop", self.crop_pixels > 0), ("hflip", self.info.hflip)) if used)
 
     def transform(self, images: Tensor, train: bool) -> Tensor:
-        """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled."""
+        """uint8 (B, C, H, W) -> normalized float (B, C, H, W), augmented when ``train`` and enabled.
+
+        Runs after the transfer to the device (``on_after_batch_transfer``), where batched ops are cheapest.
+        """
         if train and self.augment:
             images = augment.random_crop(images, self.crop_pixels)
             if self.info.hflip:

@@ -1,12 +1,11 @@
-"""Distillation methods: one file each, a pure loss function plus a small ``Distiller`` class."""
+"""Distillation methods: one file each, a pure loss function plus a small ``Distiller`` class.
+
+Add a method: write ``distill/losses/<name>.py`` like ``kd.py`` and register its class here (or,
+from your own code, call ``DISTILLERS.register(MyMethod, name="mine")`` before ``distill.train.main``).
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
-from typing import Any
-
-from distill.errors import UsageError
 from distill.losses.base import Distiller, LabelMixedDistiller, Outputs, standardize_logits
 from distill.losses.dkd import DKD, dkd_loss
 from distill.losses.kd import KD, kd_loss
@@ -17,28 +16,27 @@ DISTILLERS.register(KD, name="kd")
 DISTILLERS.register(DKD, name="dkd")
 
 
-def method_arguments(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Those of a stage's ``hparams`` that the method ``name`` takes (missing ones: its defaults)."""
-    accepted = inspect.signature(DISTILLERS.get(name)).parameters
-    return {key: hparams[key] for key in accepted if key in hparams}
+def method_name(method: Distiller) -> str:
+    """The registry name of a method object (its class's qualified name if it is not registered)."""
+    for name in DISTILLERS.names():
+        if type(method) is DISTILLERS.get(name):
+            return name
+    return f"{type(method).__module__}.{type(method).__qualname__}"
 
 
-def create_distiller(name: str, **kwargs: Any) -> Distiller:
-    """The method ``name`` built with those of ``kwargs`` that are not None.
+def class_path(name: str) -> str:
+    """The import path of the method registered as ``name``; a dotted path is returned as it is.
 
     Raises:
-        UsageError: ``name`` is unknown, or a value is given that the method does not take.
+        UsageError: ``name`` is neither registered nor a dotted path; the message lists the valid names.
     """
+    if "." in name:
+        return name
     method = DISTILLERS.get(name)
-    given = {key: value for key, value in kwargs.items() if value is not None}
-    accepted = inspect.signature(method).parameters
-    unused = sorted(key for key in given if key not in accepted)
-    if unused:
-        raise UsageError(f"distillation method {name!r} does not take {', '.join(unused)}")
-    return method(**given)
+    return f"{method.__module__}.{method.__qualname__}"
 
 
 __all__ = [
-    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "create_distiller", "dkd_loss", "kd_loss",
-    "method_arguments", "standardize_logits",
+    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "class_path", "dkd_loss", "kd_loss",
+    "method_name", "standardize_logits",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,8 +19,9 @@ class Outputs:
 
     Attributes:
         logits: (B, num_classes) pre-softmax scores.
-        features: Named intermediate activations (empty unless a feature-based method asks
-            for them, e.g. FitNets or attention transfer, captured with forward hooks).
+        features: Intermediate activations by the names the method asked for (its
+            ``student_features`` / ``teacher_features``), captured with forward hooks
+            (``distill.features.FeatureRecorder``); empty for logit methods.
     """
 
     logits: Tensor
@@ -28,14 +31,34 @@ class Outputs:
 class Distiller(nn.Module):
     """One distillation method: maps student and teacher outputs to named, weighted loss terms.
 
+    The constructor's arguments are the method's settings, with the paper's defaults: the CLI lists
+    them under ``--model.method.help NAME`` and takes them as ``--model.method.ARG``. Each is kept
+    as an attribute of the same name (``settings`` reads them back).
+
     The training system sums the returned terms into the loss and logs each as
-    ``train/loss_<name>``; a method never sums or logs itself. Each constructor argument is kept
-    as an attribute of the same name (``settings`` reads them back). Methods with learnable parts
-    (FitNets regressors, CRD embeddings) hold them as submodules, so the optimizer sees them.
+    ``train/loss_<name>``; a method never sums or logs itself.
+
+    A method that reads intermediate features names them in ``student_features`` and
+    ``teacher_features`` (aliases such as ``stage2`` or module names, see ``distill.features``).
+    Once the networks exist, the training system probes their shapes and calls ``build``, where a
+    method creates its learnable parts (FitNets regressors, CRD embeddings) as submodules: the
+    optimizer and the checkpoints then see them.
     """
 
-    def settings(self) -> dict[str, float]:
-        """The method's constructor arguments as plain values (for metrics and reports)."""
+    student_features: tuple[str, ...] = ()
+    teacher_features: tuple[str, ...] = ()
+
+    def build(self, student: dict[str, torch.Size], teacher: dict[str, torch.Size]) -> None:
+        """Sizes the method's learnable parts from probed shapes, before the optimizer exists.
+
+        Args:
+            student: Shapes (with a batch dimension) of the student's ``logits`` and of each of
+                its ``student_features``.
+            teacher: The same for the teacher's ``logits`` and ``teacher_features``.
+        """
+
+    def settings(self) -> dict[str, Any]:
+        """The method's constructor arguments as plain values (for metrics, reports and checkpoints)."""
         return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
 
     @property

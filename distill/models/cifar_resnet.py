@@ -63,6 +63,9 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_ch, num_classes)
+        # Feature aliases (distill.features): the stages' outputs, and the pooled (B, C) vector the head reads.
+        self.feature_aliases = {f"stage{i}": f"stages.{i - 1}" for i in range(1, len(stages) + 1)}
+        self.feature_aliases["penultimate"] = "dropout"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -42,11 +42,14 @@ class ConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
-        for widths in stages:
+        # Feature aliases (distill.features): each stage's pooled output, and the head's input.
+        self.feature_aliases: dict[str, str] = {}
+        for stage, widths in enumerate(stages, start=1):
             for width in widths:
                 layers += conv_block(ch, width, bn)
                 ch = width
             layers.append(nn.MaxPool2d(2))
+            self.feature_aliases[f"stage{stage}"] = f"features.{len(layers) - 1}"
         # Adaptive pooling fixes the head's input size whatever the image size.
         side = 1 if global_pool else 3
         layers.append(nn.AdaptiveAvgPool2d(side))
@@ -56,6 +59,7 @@ class ConvNet(nn.Module):
         if hidden:
             head += [nn.Dropout(dropout), nn.Linear(feat_dim, hidden), nn.ReLU(inplace=True)]
             feat_dim = hidden
+        self.feature_aliases["penultimate"] = f"classifier.{len(head) - 1}"  # (B, feat_dim) before the last linear
         head += [nn.Dropout(dropout), nn.Linear(feat_dim, num_classes)]
         self.classifier = nn.Sequential(*head)
 

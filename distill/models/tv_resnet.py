@@ -17,4 +17,7 @@ def resnet18(num_classes: int = 100, in_channels: int = 3, dropout: float = 0.0)
     model.maxpool = nn.Identity()
     if dropout:
         model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)
+    # Feature aliases (distill.features): torchvision's four stages, and the pooled (B, C, 1, 1) map.
+    model.feature_aliases = {f"stage{i}": f"layer{i}" for i in range(1, 5)}
+    model.feature_aliases["penultimate"] = "avgpool"
     return model

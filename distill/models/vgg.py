@@ -23,13 +23,17 @@ class VGG(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
+        # Feature aliases (distill.features): each stage's last activation, and the pooled (B, C) vector.
+        self.feature_aliases: dict[str, str] = {}
         for i, widths in enumerate(stages):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
             for width in widths:
                 layers += conv_block(ch, width, bn)
                 ch = width
+            self.feature_aliases[f"stage{i + 1}"] = f"features.{len(layers) - 1}"
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.feature_aliases["penultimate"] = "features"
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(ch, num_classes))
 

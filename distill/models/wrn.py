@@ -58,6 +58,9 @@ class WideResNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(in_ch, num_classes)
+        # Feature aliases (distill.features): each stage's last block (pre-activation), and the pooled (B, C) vector.
+        self.feature_aliases = {f"stage{i}": f"blocks.{i * n - 1}" for i in range(1, 4)}
+        self.feature_aliases["penultimate"] = "head"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -13,11 +13,21 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from distill import optim
+from distill.data import data_module_name
 from distill.errors import DivergenceError, UsageError
 from distill.models import count_parameters, create_model
-from distill.models.tta import average_logits, check_tta, mirrors
 
-Batch = tuple[Tensor, Tensor, Tensor]  # images (B, C, H, W), labels (B,), dataset indices (B,)
+Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, ...), labels (B,), dataset indices (B,)
+
+
+def logs_this_step(trainer: Any) -> bool:
+    """Whether the loggers write on the current training step (public Trainer state only).
+
+    Lightning writes when the count of optimizer steps taken, plus the one under way, is a multiple
+    of ``log_every_n_steps``, or when the run is stopping; ``tests/test_modules.py`` checks this
+    against Lightning's own (private) answer, so a change of rule upstream fails there first.
+    """
+    return (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
 
 
 class ClassifierSystem(LightningModule):
@@ -51,14 +61,6 @@ class ClassifierSystem(LightningModule):
             CPU with oneDNN and on GPU tensor cores; the numbers computed are the same).
         compile: Compile the trained network's forward with ``torch.compile`` (in place: checkpoints
             and their keys are unchanged). Pays off for long runs on a GPU; measure on a CPU.
-        tta: Test-time augmentation of the trained classifier: ``none``, ``flip`` (the image and its
-            mirror) or ``flip_shift`` (those and 1-pixel shifts in four directions, 10 views). Its
-            logits are averaged over the views in validation, test, the best checkpoint's choice,
-            ``forward`` and every later load of the checkpoint (evaluation, a student's teacher),
-            at one forward pass per view. Training is unchanged.
-        tta_fill: Per-channel value of the border of shifted test-time views, in normalized units;
-            the CLI sets it from the data (``ImageDataModule.crop_fill``: black, as the training
-            crop pads). None repeats the edge pixels.
     """
 
     def __init__(
@@ -88,8 +90,6 @@ class ClassifierSystem(LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = True,
         compile: bool = False,
-        tta: str = "none",
-        tta_fill: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -102,8 +102,7 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
-        check_tta(tta)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=self.hyperparameters_kept_apart())
         self.model = self.to_memory_format(
             create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {})))
         if compile:
@@ -124,6 +123,15 @@ class ClassifierSystem(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
+    def hyperparameters_kept_apart(self) -> list[str]:
+        """Constructor arguments that are not plain values, stored by the subclass in its own form."""
+        return []
+
+    @property
+    def distills(self) -> bool:
+        """Whether this system learns from a teacher (the one answer to "is this a distillation run?")."""
+        return False
+
     def to_memory_format(self, x: Any) -> Any:
         """A module or an (B, C, H, W) batch in this system's memory format."""
         if not self.hparams.channels_last:
@@ -137,19 +145,9 @@ class ClassifierSystem(LightningModule):
         """Parameters of the trained network (not of a teacher or any other helper)."""
         return count_parameters(self.model)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Inference: normalized images (B, C, H, W) -> logits (B, num_classes), averaged over ``tta``'s views."""
-        return average_logits(self.model, images, self.hparams.tta, self.hparams.tta_fill)
-
-    def mirrored_views(self) -> list[str]:
-        """Settings of this system whose test-time views include mirrored images."""
-        return [f"tta={self.hparams.tta}"] if mirrors(self.hparams.tta) else []
-
-    def setup(self, stage: str) -> None:
-        info = getattr(self.trainer.datamodule, "info", None)
-        if info is not None and not info.hflip and self.mirrored_views():
-            raise UsageError(f"{', '.join(self.mirrored_views())}: a mirrored image of {info.name} "
-                             "does not keep its class; use a view set without flips")
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Inference: model-ready inputs (B, ...) -> logits (B, num_classes)."""
+        return self.model(inputs)
 
     def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the named loss terms of one training batch; subclasses override."""
@@ -183,7 +181,7 @@ class ClassifierSystem(LightningModule):
         """
         self._loss_sums = values if self._loss_sums is None else self._loss_sums + values
         self._loss_count += 1
-        if not self.trainer._logger_connector.should_update_logs:  # the test Lightning's own LR monitor uses
+        if not logs_this_step(self.trainer):
             return
         means = self._loss_sums / self._loss_count  # (1+T,)
         self._loss_sums, self._loss_count = None, 0
@@ -237,7 +235,7 @@ class ClassifierSystem(LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Gradients here are unscaled (AMP) but not yet clipped: this is the pre-clipping norm.
-        if self.trainer._logger_connector.should_update_logs:
+        if logs_this_step(self.trainer):
             self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"], batch_size=1)
 
     def configure_optimizers(self) -> Any:
@@ -254,6 +252,14 @@ class ClassifierSystem(LightningModule):
             plateau = optim.build_plateau(opt, mode="max", gamma=hp.gamma, patience=hp.plateau_patience)
             schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": "val/acc"})
         return [opt], schedulers
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The data's registry name: distill.evaluate rebuilds the test data from it and the saved arguments.
+        try:
+            data = self.trainer.datamodule
+        except RuntimeError:  # not attached to a Trainer
+            data = None
+        checkpoint["data_module"] = data_module_name(data)
 
     def trainable_module(self) -> nn.Module:
         """The modules whose parameters the optimizer updates (the student and any method parts)."""

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch import Callback
 from torch import Tensor, nn
 
-from distill import teacher_cache
 from distill.checkpoint import load_trained
 from distill.errors import UsageError
-from distill.losses import Distiller, Outputs, create_distiller
+from distill.features import FeatureRecorder, probe_shapes
+from distill.losses import KD, Distiller, Outputs, method_name
 from distill.models import count_parameters
-from distill.models.tta import check_tta, describe, mirrors
+from distill.models.tta import average_logits, check_tta, describe, mirrors
 from distill.modules.classifier import ClassifierSystem
+from distill.teacher_cache import TeacherCache
 
 TEACHER_PREFIX = "teacher."
 
@@ -28,28 +28,26 @@ class DistillModule(ClassifierSystem):
     mode through ``train()`` calls, runs under ``torch.no_grad()``, and its weights are left out
     of this stage's checkpoints (they are reloaded from ``teacher_ckpt``).
 
+    The method is built with the networks: its ``build`` gets the probed shapes of the features it
+    asked for, before the optimizer exists, so its learnable parts are trained and checkpointed.
+
     Args:
         model: Student architecture name from the registry.
-        teacher_ckpt: Checkpoint of a finished teacher stage (its architecture is read from it).
-        temperature: Softening temperature T > 0 of the distillation loss.
-        alpha: Weight of the distillation terms in [0, 1], the labels' cross-entropy taking the rest;
-            0 trains the student on labels alone. The default 0.9 is Hinton's weight, used by the
-            Fashion-MNIST and CIFAR recipes alike (measured over seeds, README recipe notes).
-        method: Distillation method, a key of ``distill.losses.DISTILLERS``: ``kd`` (Hinton et al.
-            2015) or ``dkd`` (decoupled KD, Zhao et al. 2022).
-        beta: DKD only: weight of the non-target-class term relative to the target-class one
-            (None: the method's default, 8).
-        logit_standardize: Z-score the student's and the teacher's logits before the distillation
-            terms (Sun et al. 2024, "Logit Standardization in Knowledge Distillation"): the student
-            matches the shape of the teacher's logits, not their scale (None: the method's default, off).
-        teacher_tta: Test-time augmentation of the teacher (``none``, ``flip`` or ``flip_shift``, see
-            ``ClassifierSystem``): its logits averaged over those views of each image are the
-            soft targets. Default: the one the teacher's own stage used (its ``tta``).
+        teacher_ckpt: Checkpoint of a finished stage (its architecture and layer widths are read from it).
+        method: The distillation method with its settings, e.g. ``--model.method dkd
+            --model.method.beta 2`` (``--model.method.help dkd`` lists them; ``distill.losses.DISTILLERS``
+            the names). None: Hinton KD with its defaults. ``--model.method.alpha 0`` trains the
+            same student on labels alone, for every method that mixes in the labels.
+        teacher_tta: Test-time augmentation of the teacher: ``none``, ``flip`` (the image and its
+            mirror) or ``flip_shift`` (those and 1-pixel shifts in four directions, bordered as the
+            data's training crop pads, 10 views): its logits averaged over those views of each
+            image are the soft targets. None: the teacher's own stage's, if it recorded one.
         teacher_cache: When the student's inputs are not randomly augmented, or only by transforms
-            the teacher is invariant to (flips, for a teacher with test-time augmentation),
-            compute the teacher's logits once per training image (cached on disk beside the teacher
+            the teacher is invariant to (flips, for a teacher averaged over mirrored views),
+            compute the teacher's logits once per training sample (on disk beside the teacher
             checkpoint, keyed by its bytes and the data) and look them up by index instead of
-            running the teacher.
+            running the teacher (``distill.teacher_cache.TeacherCache``).
+        teacher_cache_dtype: Storage type of that table: ``float32`` or ``float16`` (half the size).
         teacher_bf16: Run the online teacher under bfloat16 autocast (on a GPU: about half the
             teacher's cost; its logits are cast back to float32 for the loss).
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
@@ -57,33 +55,40 @@ class DistillModule(ClassifierSystem):
 
     def __init__(
         self,
-        model: str = "cnn_mini",
-        teacher_ckpt: str = "checkpoints/teacher/best.ckpt",
-        temperature: float = 2.0,
-        alpha: float = 0.9,
-        method: str = "kd",
-        beta: float | None = None,
-        logit_standardize: bool | None = None,
+        model: str,
+        teacher_ckpt: str,
+        method: Distiller | None = None,
         teacher_tta: str | None = None,
         teacher_cache: bool = True,
+        teacher_cache_dtype: Literal["float32", "float16"] = "float32",
         teacher_bf16: bool = False,
         **kwargs: Any,
     ) -> None:
-        # The loss validates its own arguments; build it first so bad values fail before any loading.
-        distiller: Distiller = create_distiller(method, temperature=temperature, alpha=alpha, beta=beta,
-                                                logit_standardize=logit_standardize)
         if teacher_tta is not None:
             check_tta(teacher_tta)
         super().__init__(model=model, **kwargs)
-        self.distiller = distiller
-        self.teacher = self._load_teacher(teacher_ckpt)
+        self.distiller = method if method is not None else KD()
+        # The method as plain values: what ran is readable from any checkpoint without importing code.
+        self.hparams["method"] = method_name(self.distiller)
+        self.hparams["method_settings"] = self.distiller.settings()
+        self.teacher, teacher_hparams = self._load_teacher(teacher_ckpt)
         self.teacher_params = count_parameters(self.teacher)
-        self.cached_logits: Tensor | None = None  # (N_train, K), set in on_fit_start when the cache applies
+        self.teacher_tta = teacher_tta or teacher_hparams.get("tta", "none")  # stages once recorded their own
+        self.teacher_fill: tuple[float, ...] | None = None  # border of shifted views; the data's, set in setup
+        self.student_recorder = self._recorder(self.model, self.distiller.student_features, detach=False)
+        self.teacher_recorder = self._recorder(self.teacher, self.distiller.teacher_features, detach=True)
+        self._build_method()
+        self.cached_logits: Any = None  # a LogitTable, set by TeacherCache when it serves this run
 
-    def _load_teacher(self, path: str) -> nn.Module:
-        # Shifted views are filled as this stage's data pads its crops (the teacher's data: same
-        # dataset, same normalization), also for teachers saved before the fill was recorded.
-        trained = load_trained(path, tta=self.hparams.teacher_tta, fill=self.hparams.tta_fill)
+    def hyperparameters_kept_apart(self) -> list[str]:
+        return ["method"]
+
+    @property
+    def distills(self) -> bool:
+        return True
+
+    def _load_teacher(self, path: str) -> tuple[nn.Module, dict[str, Any]]:
+        trained = load_trained(path)
         hp = trained.hparams
         expected_shape = tuple(self.hparams.input_shape)
         if hp["num_classes"] != self.hparams.num_classes:
@@ -92,84 +97,91 @@ class DistillModule(ClassifierSystem):
         if tuple(hp["input_shape"]) != expected_shape:
             raise UsageError(f"teacher {path} takes inputs of shape {tuple(hp['input_shape'])} but the data has "
                              f"{expected_shape}")
-        self.teacher_tta = trained.tta  # the views the teacher averages over
-        self.teacher_fill = trained.fill
-        teacher = trained.model
+        teacher = trained.network
         teacher.requires_grad_(False)
-        return self.to_memory_format(teacher).eval()
+        return self.to_memory_format(teacher).eval(), hp
 
-    def mirrored_views(self) -> list[str]:
-        return super().mirrored_views() + ([f"teacher_tta={self.teacher_tta}"] if mirrors(self.teacher_tta) else [])
+    @staticmethod
+    def _recorder(network: nn.Module, names: tuple[str, ...], detach: bool) -> FeatureRecorder | None:
+        # No names, no hooks: logit methods run the networks exactly as without this machinery.
+        return FeatureRecorder(network, names, detach=detach) if names else None
+
+    def _build_method(self) -> None:
+        """Probes the shapes the method asked for (eval mode, no_grad) and lets it size its parts."""
+        shapes: list[dict[str, torch.Size]] = []
+        for network, recorder in ((self.model, self.student_recorder), (self.teacher, self.teacher_recorder)):
+            if recorder is None:
+                shapes.append({"logits": torch.Size([2, self.hparams.num_classes])})
+            else:
+                logits, features = probe_shapes(network, recorder, self.hparams.input_shape)
+                shapes.append({"logits": logits, **features})
+        self.distiller.build(*shapes)
+
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        if data is None:
+            return
+        if mirrors(self.teacher_tta) and not data.mirror_keeps_class:
+            raise UsageError(f"teacher_tta={self.teacher_tta}: a mirrored input of this data does not keep its "
+                             "class; use a view set without flips")
+        self.teacher_fill = data.border_fill
 
     def train(self, mode: bool = True) -> "DistillModule":
         super().train(mode)
         self.teacher.eval()  # BatchNorm statistics and dropout of the teacher never switch to training
         return self
 
-    def on_fit_start(self) -> None:
-        self.cached_logits = None
-        data = self.trainer.datamodule
-        if not self.distiller.needs_teacher:
-            rank_zero_info("teacher: not run (the method ignores it, e.g. alpha=0)")
-            return
-        why = None
-        if not self.hparams.teacher_cache:
-            why = "teacher_cache is off"
-        elif data is None:
-            why = "no DataModule says how the inputs are augmented"
-        else:
-            # A cached target serves every view of an image that the teacher cannot tell apart.
-            varying = data.random_transforms() - getattr(self.teacher, "invariant_to", frozenset())
-            if varying:
-                why = (f"inputs are randomly augmented ({', '.join(sorted(varying))}) "
-                       "and the teacher's output varies with it")
-        if why is not None:
-            rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
-            return
-        self.cached_logits = self._cached_teacher_logits(data).to(self.device)
+    def teacher_views(self) -> str:
+        """The exact function the teacher computes on an input: its view set and their border."""
+        return describe(self.teacher_tta, self.teacher_fill)
 
-    def _cached_teacher_logits(self, data: Any) -> Tensor:
-        views = describe(self.teacher_tta, self.teacher_fill)
-        path = teacher_cache.cache_path(self.hparams.teacher_ckpt, f"{data.fingerprint()}|tta={views}")
-        start = time.perf_counter()
-        # Built once, by one process; every process then reads the same file.
-        if self.trainer.is_global_zero and teacher_cache.load(path) is None:
-            batches = ((self.to_memory_format(data.transform(images.to(self.device), train=False)), indices)
-                       for images, indices in data.training_images())
-            teacher_cache.save(teacher_cache.compute_logits(self.teacher, batches, data.num_training_images(),
-                                                            self.device), path)
-            verb = "computed"
-        else:
-            verb = "loaded"
-        self.trainer.strategy.barrier("teacher_cache")
-        table = teacher_cache.load(path)
-        if table is None or len(table) != data.num_training_images():
-            raise UsageError(f"teacher logits cache {path} is unreadable; delete it and run again")
-        rank_zero_info(f"teacher: cached logits {verb} in {time.perf_counter() - start:.1f} s ({path}); "
-                       "looked up by index, the teacher does not run during training")
-        return table
+    def teacher_invariances(self) -> frozenset[str]:
+        """Random transforms of the inputs that leave the teacher's logits unchanged."""
+        # Every view set is closed under mirroring: an input and its mirror get the same average.
+        return frozenset({"hflip"}) if mirrors(self.teacher_tta) else frozenset()
 
-    def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        student = Outputs(self.model(images))
+    @torch.no_grad()
+    def teacher_classifier(self, inputs: Tensor) -> Tensor:
+        """The frozen teacher's logits (B, K), averaged over ``teacher_tta``'s views."""
+        return average_logits(self.teacher, inputs, self.teacher_tta, self.teacher_fill)
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [TeacherCache(dtype=self.hparams.teacher_cache_dtype, enabled=self.hparams.teacher_cache)]
+
+    def training_losses(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.student_recorder is None:
+            student = Outputs(self.model(inputs))
+        else:
+            with self.student_recorder:
+                logits = self.model(inputs)
+            student = Outputs(logits, self.student_recorder.pop())
         teacher = None
         if self.cached_logits is not None:
             teacher = Outputs(self.cached_logits[indices])  # (B, K)
         elif self.distiller.needs_teacher:
-            teacher = Outputs(self.teacher_logits(images))
+            teacher = self.teacher_outputs(inputs)
         return student.logits, self.distiller(student, teacher, labels)
 
-    def teacher_logits(self, images: Tensor) -> Tensor:
-        """The frozen teacher's logits (B, K), float32, without autograd history."""
+    def teacher_outputs(self, inputs: Tensor) -> Outputs:
+        """The frozen teacher's float32 logits (B, K) and the features the method asked for, without autograd history."""
         # no_grad rather than inference_mode: inference tensors cannot take part in autograd.
         # Without teacher_bf16 the surrounding precision (e.g. Lightning's bf16-mixed) applies unchanged.
-        bf16 = torch.autocast(images.device.type, dtype=torch.bfloat16) if self.hparams.teacher_bf16 else nullcontext()
-        with torch.no_grad(), bf16:
-            return self.teacher(images).float()
+        bf16 = torch.autocast(inputs.device.type, dtype=torch.bfloat16) if self.hparams.teacher_bf16 else nullcontext()
+        recorder = self.teacher_recorder if self.teacher_recorder is not None else nullcontext()
+        with torch.no_grad(), bf16, recorder:
+            logits = self.teacher_classifier(inputs).float()
+        features = self.teacher_recorder.pop() if self.teacher_recorder is not None else {}
+        return Outputs(logits, features)
+
+    def teacher_logits(self, inputs: Tensor) -> Tensor:
+        """The frozen teacher's float32 logits (B, K), as the online teacher computes them."""
+        return self.teacher_outputs(inputs).logits
 
     def trainable_module(self) -> nn.Module:
         return nn.ModuleList([self.model, self.distiller])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(TEACHER_PREFIX)]:
             del state[key]
@@ -180,3 +192,4 @@ class DistillModule(ClassifierSystem):
         state = checkpoint["state_dict"]
         for key, value in self.teacher.state_dict().items():
             state[TEACHER_PREFIX + key] = value
+

@@ -1,0 +1,207 @@
+"""The command line of the training stages: one LightningCLI per stage, over its system and the data.
+
+Every ``--trainer.*``, ``--model.*``, ``--data.*`` flag, ``--config FILE`` and ``--print_config``
+work as in any Lightning project. A bare command runs the stage's default recipe, the YAML file
+in ``teachers/`` named in ``STAGES`` (so the numbers of the demo are written down once).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichModelSummary,
+    RichProgressBar,
+)
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from distill import losses
+from distill.checkpoint_io import AtomicCheckpointIO
+from distill.data import ImageDataModule
+from distill.errors import UsageError
+from distill.modules import ClassifierSystem, DistillModule, TeacherModule
+
+RECIPES = Path(__file__).resolve().parents[1] / "teachers"
+
+# stage -> (training system, description, the recipe a bare command runs). A new stage is one entry here.
+STAGES: dict[str, tuple[type[ClassifierSystem], str, Path]] = {
+    "teacher": (TeacherModule, "train a network on labels (the teacher)",
+                RECIPES / "fashion_mnist" / "cnn_wide.yaml"),
+    "student": (DistillModule, "distill a frozen teacher into a smaller network (the student)",
+                RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini.yaml"),
+}
+
+METHOD_FLAGS = ("--model.method", "--model.method.help")
+
+
+def select_method(args: list[str]) -> list[str]:
+    """Lets ``--model.method NAME`` name a registered method (``kd``, ``dkd``, ...).
+
+    The name becomes the method's import path, and the settings of a method given earlier (say,
+    by the default recipe) are dropped first, so a newly chosen method starts from its own
+    defaults rather than another method's values. ``--model.method.help NAME`` lists its settings.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, value, joined = args[i], None, False
+        if "=" in flag and flag.split("=", 1)[0] in METHOD_FLAGS:
+            flag, value = flag.split("=", 1)
+            joined = True
+        elif flag in METHOD_FLAGS and i + 1 < len(args):
+            value = args[i + 1]
+        if value is None or value.lstrip().startswith(("{", "null")):
+            out.append(args[i])
+            i += 1
+            continue
+        path = losses.class_path(value)
+        if flag == "--model.method":
+            out += ["--model.method", "null"]
+        out += [flag, path]
+        i += 1 if joined else 2
+    return out
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar that redraws every ``refresh_rate`` training steps, without the logger version.
+
+    Lightning's rich bar updates its task, re-reads every progress-bar metric and refreshes on every
+    training step whatever ``refresh_rate`` says (about a millisecond of Python, a few percent of a
+    small model's step on a CPU); here the training bar only does so every ``refresh_rate`` steps
+    and on an epoch's last step. The logger version is dropped: meaningless with a fixed run directory.
+    """
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = batch_idx + 1
+        if step % max(1, int(self.refresh_rate)) == 0 or step == self.total_train_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class DistillCLI(LightningCLI):
+    """LightningCLI for one stage; adds ``--run_dir``, ``--overwrite`` and ``--ckpt_path``."""
+
+    def __init__(self, stage: str, args: list[str]) -> None:
+        self.stage = stage
+        module_class, description, recipe = STAGES[stage]
+        parser_kwargs: dict[str, Any] = {"prog": f"python -m distill.train {stage}", "description": description,
+                                         "exit_on_error": False}
+        if recipe.is_file():  # the demo's recipe is what a bare command runs: one source for its numbers
+            parser_kwargs["default_config_files"] = [str(recipe)]
+        super().__init__(
+            model_class=module_class,
+            datamodule_class=ImageDataModule,
+            save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
+            seed_everything_default=0,
+            run=False,
+            args=select_method(args),
+            auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
+            load_from_checkpoint_support=False,  # keep hyperparameters plain values
+            parser_kwargs=parser_kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=str, default=f"checkpoints/{self.stage}",
+                            help="Directory for best.ckpt, last.ckpt, config.yaml, metrics.json and logs.")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="Replace the outputs of a previous run in run_dir.")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="Resume training: 'last' (run_dir/last.ckpt) or a checkpoint path.")
+        parser.add_argument("--lr_find", type=Literal["show", "apply"] | None, default=None,
+                            help="LR range test before training: 'show' prints the suggestion, saves "
+                                 "run_dir/lr_find.png and stops; 'apply' then trains with it. A bare --lr_find is 'show'.")
+        parser.add_argument("--scale_lr_base_batch", type=int, default=0,
+                            help="Linear LR scaling (Goyal et al. 2017): multiply model.lr by the effective batch size "
+                                 "(per-device batch x devices x nodes x accumulation) over this base. 0: off.")
+        parser.add_argument("--early_stopping_patience", type=int, default=0,
+                            help="Stop when val/acc has not improved for this many validations (0: never).")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        trainer_cfg = self.config.trainer
+        check_devices(trainer_cfg.get("accelerator"), trainer_cfg.get("devices"))
+        callbacks: list[Callback] = [
+            ModelCheckpoint(dirpath=self.config.run_dir, filename="best", monitor="val/acc", mode="max",
+                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+        ]
+        if trainer_cfg.get("logger") is not False:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if self.config.early_stopping_patience > 0:
+            callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=self.config.early_stopping_patience))
+        if trainer_cfg.get("enable_model_summary") is not False:
+            callbacks.append(RichModelSummary(max_depth=2))
+        if trainer_cfg.get("enable_progress_bar") is not False:
+            callbacks.append(ProgressBar(refresh_rate=10))
+        self.trainer_defaults["callbacks"] = callbacks
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        run_dir = Path(self.config.run_dir)
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        if self.config.trainer.get("logger") in (None, True):
+            kwargs["logger"] = default_loggers(run_dir)
+        if not self.config.trainer.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+
+def check_devices(accelerator: Any, devices: Any) -> None:
+    """Refuses, before anything starts, to use accelerators or more devices than this machine has."""
+    import torch
+
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--trainer.accelerator {name}: no CUDA GPU is available on this machine")
+    uses_gpu = name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if uses_gpu else (os.cpu_count() or 1)
+    kind = "GPU(s)" if uses_gpu else "CPU core(s)"
+    if isinstance(devices, (list, tuple)):
+        wanted = max((int(d) for d in devices), default=-1) + 1
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        wanted = int(devices)
+    else:
+        return  # "auto" and the like: Lightning picks what exists
+    if wanted > available:
+        raise UsageError(f"--trainer.devices {devices}: this machine has {available} {kind}")
+
+
+def default_loggers(run_dir: Path) -> list[Logger]:
+    """CSV logs always; TensorBoard too when it is installed. Both under ``run_dir/logs``."""
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tensorboard",
+                                         default_hp_metric=False))
+    except ModuleNotFoundError:
+        pass
+    return loggers
+
+
+def usage() -> str:
+    lines = ["usage: python -m distill.train {%s} [options]" % ",".join(STAGES), "", "stages:"]
+    lines += [f"  {name:<9} {description}" for name, (_, description, _) in STAGES.items()]
+    lines += ["", "Options of a stage: python -m distill.train STAGE --help"]
+    return "\n".join(lines)
+
+
+def bare_flag_values(args: list[str]) -> list[str]:
+    """Lets ``--lr_find`` stand alone on the command line, meaning ``--lr_find show``."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--lr_find" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("show")
+    return out

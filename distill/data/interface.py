@@ -1,0 +1,76 @@
+"""What a training system, the teacher cache and the evaluation may ask of a DataModule.
+
+A DataModule (a ``LightningDataModule``) serves ``(inputs, labels, indices)`` batches and, beside
+its loaders, answers the questions below. ``ImageDataModule`` implements them; a new kind of data
+(tabular rows, text) implements them too and needs no change to the training systems, the cache
+or ``distill.evaluate``. Register it in ``distill.data.DATA_MODULES`` so that a checkpoint can
+name it and ``distill.evaluate`` can rebuild it from the checkpoint's saved arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class DistillData(Protocol):
+    """The data interface of every stage (a structural type: no base class to inherit).
+
+    Batches of the loaders are ``(inputs, labels, indices)``: ``indices`` (B,) point into the
+    full training split (training and validation parts), so per-sample values computed once
+    from ``training_inputs`` (cached teacher outputs) can be looked up by a batch.
+    """
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the labels take (a classifier's output width)."""
+        ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """A name per class, in label order (reports and plots); empty when the data has none."""
+        ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model-ready input, without the batch dimension, e.g. (C, H, W)."""
+        ...
+
+    @property
+    def mirror_keeps_class(self) -> bool:
+        """Whether a left-right mirrored input keeps its class (test-time flips are refused otherwise)."""
+        ...
+
+    @property
+    def border_fill(self) -> tuple[float, ...] | None:
+        """Per-channel model-ready value of the border a shifted input shows (None: repeat the edge)."""
+        ...
+
+    def random_transforms(self) -> frozenset[str]:
+        """Names of the random transforms training inputs go through (``crop``, ``hflip``; empty: none).
+
+        A teacher's outputs can be cached only when it is invariant to all of them.
+        """
+        ...
+
+    def fingerprint(self) -> str:
+        """Identifies the training inputs a model sees (content and preprocessing), for caches keyed on them."""
+        ...
+
+    def num_training_samples(self) -> int:
+        """Size of the full training split that batch ``indices`` point into."""
+        ...
+
+    def training_inputs(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The full training split in order, model-ready and unaugmented: ``(inputs (B, ...), indices (B,))``.
+
+        Batches have the evaluation batch size; inputs are on the CPU or on the device the data lives on.
+        """
+        ...
+
+    def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The test split, model-ready, each sample exactly once: ``(inputs (B, ...), labels (B,))``."""
+        ...

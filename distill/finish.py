@@ -1,0 +1,94 @@
+"""After fit: the test figures of the best and the last checkpoint, ``metrics.json`` and the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from torch import Tensor, nn
+
+from distill import run_dir as rundir
+from distill.checkpoint import load_trained
+from distill.metrics import quality
+from distill.models.tta import with_tta
+from distill.modules import ClassifierSystem
+from distill.report import print_summary
+
+
+@torch.no_grad()
+def test_logits(model: nn.Module, data: Any, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """(N, K) logits and (N,) labels over the whole test set, every sample exactly once (``DistillData.test_batches``)."""
+    model = model.eval().to(device)
+    all_logits, all_labels = [], []
+    for inputs, labels in data.test_batches():
+        all_logits.append(model(inputs.to(device)).float().cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def model_test_metrics(model: nn.Module, data: Any, device: Any) -> dict[str, float]:
+    """test/acc, test/f1 (macro) and test/loss of ``model`` over the whole test set, in one process."""
+    logits, labels = test_logits(model, data, device)
+    q = quality(logits, labels)
+    return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
+
+
+def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule,
+                            checkpoint: str) -> dict[str, float]:
+    """Test metrics of ``checkpoint`` (the module's current weights when empty), each test sample counted once."""
+    if trainer.world_size > 1:
+        # A distributed sampler pads the test set by repeating samples; the final metrics must count
+        # each test sample once, so one process (the caller's rank 0) evaluates on the whole set.
+        return model_test_metrics(load_trained(checkpoint).network, data, trainer.strategy.root_device)
+    results = trainer.test(module, datamodule=data, ckpt_path=checkpoint or None, verbose=False, weights_only=True)
+    return {k: float(v) for k, v in results[0].items()}
+
+
+def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule, stage: str,
+                 run_dir: Path, seed: int | None, train_seconds: float) -> dict[str, Any]:
+    """Tests the best and the last checkpoint, writes ``metrics.json`` and prints the summary (rank 0).
+
+    Returns:
+        The metrics (empty on other ranks).
+    """
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    best_val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
+    if checkpoint is not None and not best:
+        # Fit ended before any validation (max_steps inside the first epoch): these weights are the best.
+        best_val_acc = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
+        best = str(run_dir / rundir.BEST)
+        trainer.save_checkpoint(best, weights_only=False)
+    last = str(run_dir / rundir.LAST) if (run_dir / rundir.LAST).is_file() else ""
+    if trainer.world_size > 1 and not trainer.is_global_zero:
+        return {}
+    metrics: dict[str, Any] = checkpoint_test_metrics(trainer, module, data, best)
+    # The last epoch's weights too, so that best-epoch selection on validation can be told apart from it.
+    last_metrics = checkpoint_test_metrics(trainer, module, data, last) if last and best else {}
+    metrics.update({f"last_epoch/{key}": value for key, value in last_metrics.items()})
+    metrics.update(
+        stage=stage,
+        model=module.hparams.model,
+        dataset=data.hparams.get("dataset"),
+        params=module.num_params,
+        best_val_acc=best_val_acc,
+        checkpoint=best,
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        seed=seed,
+        train_seconds=round(train_seconds, 1),
+    )
+    if module.distills:
+        teacher: Any = module
+        metrics.update(teacher_ckpt=teacher.hparams.teacher_ckpt, teacher_params=teacher.teacher_params,
+                       method=teacher.hparams.method, method_settings=teacher.hparams.method_settings,
+                       teacher_tta=teacher.teacher_tta)
+        # The teacher as it taught (its test-time views included), on the same test set.
+        classifier = with_tta(teacher.teacher, teacher.teacher_tta, teacher.teacher_fill)
+        metrics["teacher_test_acc"] = model_test_metrics(classifier, data, trainer.strategy.root_device)["test/acc"]
+    if trainer.is_global_zero:
+        rundir.write_metrics(run_dir, metrics)
+        print_summary(stage, run_dir, metrics)
+    return metrics

@@ -1,0 +1,69 @@
+"""Running one training stage: resume, the LR range test, batch scaling, fit, then ``finish_stage``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from distill import run_dir as rundir
+from distill.checkpoint import load_checkpoint
+from distill.cli import DistillCLI
+from distill.errors import UsageError
+from distill.finish import finish_stage
+from distill.lr_find import PLOT, find_lr
+from distill.modules import ClassifierSystem
+
+
+def apply_batch_scaling(trainer: Trainer, module: ClassifierSystem, data: Any, base_batch: int) -> int:
+    """Prints the effective batch size; with ``base_batch`` > 0 scales the learning rate linearly to it."""
+    if base_batch < 0:
+        raise UsageError(f"--scale_lr_base_batch must be >= 0, got {base_batch}")
+    effective = data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    parts = (f"{data.batch_size} per device x {trainer.num_devices} device(s) x {trainer.num_nodes} node(s) x "
+             f"{trainer.accumulate_grad_batches} accumulation")
+    if base_batch:
+        before = module.hparams.lr
+        module.hparams.lr = before * effective / base_batch
+        rank_zero_info(f"effective batch size {effective} ({parts}); lr scaled {before:.3g} -> "
+                       f"{module.hparams.lr:.3g} (x {effective}/{base_batch})")
+    else:
+        rank_zero_info(f"effective batch size {effective} ({parts}); lr {module.hparams.lr:.3g}")
+    return effective
+
+
+def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """Maps ``last`` to ``run_dir/last.ckpt`` and checks the file loads safely before Lightning reads it."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / rundir.LAST if ckpt_path == "last" else Path(ckpt_path)
+    load_checkpoint(path)  # missing / truncated / pickle payload -> one-line error, nothing executed
+    return str(path)
+
+
+def run_stage(cli: DistillCLI) -> dict[str, Any]:
+    """Fits, tests the best and last checkpoints, writes metrics.json; returns the metrics."""
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    run_dir = Path(cli.config.run_dir)
+    resume = resolve_resume(cli.config.ckpt_path, run_dir)
+    if cli.config.lr_find == "show":
+        suggestion = find_lr(trainer, module, data, run_dir)
+        print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "
+              f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
+        return {"lr_suggestion": suggestion}
+    rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    if cli.config.lr_find == "apply":
+        module.hparams.lr = find_lr(trainer, module, data, run_dir)
+        print(f"training with the suggested learning rate {module.hparams.lr:.3g} (plot: {run_dir / PLOT})")
+    apply_batch_scaling(trainer, module, data, cli.config.scale_lr_base_batch)
+    if trainer.is_global_zero:
+        rundir.atomic_write_text(run_dir / rundir.CONFIG, cli.parser.dump(cli.config))
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    train_seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise UsageError("training was interrupted; resume it with --ckpt_path last")
+    return finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)
