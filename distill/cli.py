@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -23,10 +23,10 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from distill import losses
 from distill.checkpoint_io import AtomicCheckpointIO
-from distill.data import ImageDataModule
+from distill.data import DATA_MODULES
 from distill.errors import UsageError
+from distill.losses import DISTILLERS
 from distill.modules import ClassifierSystem, DistillModule, TeacherModule
 
 RECIPES = Path(__file__).resolve().parents[1] / "teachers"
@@ -39,33 +39,37 @@ STAGES: dict[str, tuple[type[ClassifierSystem], str, Path]] = {
                 RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini.yaml"),
 }
 
-METHOD_FLAGS = ("--model.method", "--model.method.help")
+DEFAULT_DATA = "images"  # the DataModule a stage uses unless --data names another
 
 
-def select_method(args: list[str]) -> list[str]:
-    """Lets ``--model.method NAME`` name a registered method (``kd``, ``dkd``, ...).
+# flag -> how a registered name given to it becomes an import path
+CLASS_FLAGS = {"--model.method": DISTILLERS.import_path, "--model.method.help": DISTILLERS.import_path,
+               "--data": DATA_MODULES.import_path, "--data.help": DATA_MODULES.import_path}
 
-    The name becomes the method's import path, and the settings of a method given earlier (say,
-    by the default recipe) are dropped first, so a newly chosen method starts from its own
+
+def select_classes(args: list[str]) -> list[str]:
+    """Lets ``--model.method NAME`` and ``--data NAME`` name registered classes (``dkd``, ``images``, ...).
+
+    The name becomes the class's import path, and the arguments given earlier for another class
+    (say, by the default recipe) are dropped first, so a newly chosen method starts from its own
     defaults rather than another method's values. ``--model.method.help NAME`` lists its settings.
     """
     out: list[str] = []
     i = 0
     while i < len(args):
         flag, value, joined = args[i], None, False
-        if "=" in flag and flag.split("=", 1)[0] in METHOD_FLAGS:
+        if "=" in flag and flag.split("=", 1)[0] in CLASS_FLAGS:
             flag, value = flag.split("=", 1)
             joined = True
-        elif flag in METHOD_FLAGS and i + 1 < len(args):
+        elif flag in CLASS_FLAGS and i + 1 < len(args):
             value = args[i + 1]
         if value is None or value.lstrip().startswith(("{", "null")):
             out.append(args[i])
             i += 1
             continue
-        path = losses.class_path(value)
-        if flag == "--model.method":
-            out += ["--model.method", "null"]
-        out += [flag, path]
+        if not flag.endswith(".help"):
+            out += [flag, "null"]
+        out += [flag, CLASS_FLAGS[flag](value)]
         i += 1 if joined else 2
     return out
 
@@ -102,11 +106,12 @@ class DistillCLI(LightningCLI):
             parser_kwargs["default_config_files"] = [str(recipe)]
         super().__init__(
             model_class=module_class,
-            datamodule_class=ImageDataModule,
+            datamodule_class=LightningDataModule,  # any DataModule answering distill.data.DistillData
+            subclass_mode_data=True,
             save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
             seed_everything_default=0,
             run=False,
-            args=select_method(args),
+            args=select_classes(args),
             auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
             load_from_checkpoint_support=False,  # keep hyperparameters plain values
             parser_kwargs=parser_kwargs,
@@ -127,6 +132,7 @@ class DistillCLI(LightningCLI):
                                  "(per-device batch x devices x nodes x accumulation) over this base. 0: off.")
         parser.add_argument("--early_stopping_patience", type=int, default=0,
                             help="Stop when val/acc has not improved for this many validations (0: never).")
+        parser.set_defaults({"data": {"class_path": DATA_MODULES.import_path(DEFAULT_DATA)}})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 

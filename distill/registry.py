@@ -51,6 +51,21 @@ class Registry(Generic[T]):
         except KeyError:
             raise UsageError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
 
+    def import_path(self, name: str) -> str:
+        """The import path of the entry registered as ``name``; a dotted path is returned as it is.
+
+        Raises:
+            UsageError: ``name`` is neither registered nor dotted; the message lists the valid names.
+        """
+        if "." in name:
+            return name
+        entry = self.get(name)
+        return f"{entry.__module__}.{entry.__qualname__}"  # type: ignore[attr-defined]
+
+    def name_of(self, obj: object) -> str | None:
+        """The name under which ``obj``'s class is registered, or None if it is not."""
+        return next((name for name, entry in self._entries.items() if type(obj) is entry), None)
+
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style ``pattern``."""
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))

@@ -19,7 +19,7 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
     """Prints the test metrics of a finished stage; a student's next to its teacher's."""
     console = console or Console()
     rows: list[tuple[str, dict[str, Any]]] = []
-    if stage == "student" and metrics.get("teacher_ckpt"):
+    if metrics.get("teacher_ckpt"):  # a distillation run: its teacher's row beside it
         teacher = read_metrics(Path(metrics["teacher_ckpt"]).parent)
         if teacher is not None:
             rows.append(("teacher", teacher))

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from distill import run_dir as rundir
 from distill.checkpoint import load_checkpoint
 from distill.cli import DistillCLI
+from distill.data.interface import check_data
 from distill.errors import UsageError
 from distill.finish import finish_stage
 from distill.lr_find import PLOT, find_lr
@@ -47,6 +48,7 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
 def run_stage(cli: DistillCLI) -> dict[str, Any]:
     """Fits, tests the best and last checkpoints, writes metrics.json; returns the metrics."""
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    check_data(data)
     run_dir = Path(cli.config.run_dir)
     resume = resolve_resume(cli.config.ckpt_path, run_dir)
     if cli.config.lr_find == "show":

@@ -14,20 +14,19 @@ from disk instead of loaded into each process's memory.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill.errors import UsageError
+from distill.run_dir import atomic_write
 
 CACHE_DIR = "teacher_logits"
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -74,43 +73,34 @@ class LogitTable:
 
 
 @torch.no_grad()
-def build_table(teacher: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_samples: int, path: Path,
-                dtype: str = "float32", device: torch.device | str = "cpu") -> None:
-    """Runs ``teacher`` over ``(inputs, indices)`` batches and writes the (num_samples, K) table to ``path``.
+def build_table(teacher: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]], num_samples: int,
+                path: Path, dtype: str = "float32", device: torch.device | str = "cpu") -> None:
+    """Runs ``teacher`` over ``(inputs, indices)`` batches in order and writes the (num_samples, K) table to ``path``.
 
-    Written chunk by chunk into a memory-mapped temporary file in ``path``'s directory, then
-    flushed, fsynced and renamed: a crash leaves no partial table under the final name.
+    Rows are streamed to the file chunk by chunk (the table never sits whole in memory), with
+    progress shown, through ``atomic_write``: a crash leaves no partial table under the final name.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    table = None
-    done, next_report, start = 0, 0.1, time.perf_counter()
-    try:
+    def write(f: BinaryIO) -> None:
+        done, next_report, start = 0, 0.1, time.perf_counter()
         for inputs, indices in batches:
-            logits = teacher(inputs.to(device)).float().cpu().numpy()  # (B, K)
-            if table is None:
-                table = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[dtype],
-                                                  shape=(num_samples, logits.shape[1]))
-            table[indices.numpy()] = logits
+            if not torch.equal(indices.cpu(), torch.arange(done, done + len(indices))):
+                raise UsageError(f"training inputs must come in index order from 0; got {indices[:3].tolist()}... "
+                                 f"after {done} samples")
+            logits = teacher(inputs.to(device)).float().cpu().numpy().astype(DTYPES[dtype])  # (B, K)
+            if done == 0:
+                header = {"descr": np.lib.format.dtype_to_descr(logits.dtype), "fortran_order": False,
+                          "shape": (num_samples, logits.shape[1])}
+                np.lib.format.write_array_header_1_0(f, header)
+            f.write(np.ascontiguousarray(logits).tobytes())
             done += len(indices)
-            if done >= next_report * num_samples and done < num_samples:
+            if next_report * num_samples <= done < num_samples:
                 rank_zero_info(f"teacher cache: {done:,}/{num_samples:,} samples "
                                f"({done / (time.perf_counter() - start):.0f}/s)")
                 next_report += 0.1
-        if table is None:
-            raise UsageError("the training split is empty: nothing to cache")
         if done != num_samples:
             raise UsageError(f"the training split yielded {done} samples for a table of {num_samples}")
-        table.flush()
-        del table
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def open_table(path: Path, memory_limit_mb: float, device: torch.device | str = "cpu") -> LogitTable | None:

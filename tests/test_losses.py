@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import UsageError
-from distill.losses import DISTILLERS, DKD, KD, Outputs, class_path, dkd_loss, kd_loss, method_name, standardize_logits
+from distill.losses import DISTILLERS, DKD, KD, Outputs, dkd_loss, kd_loss, method_name, standardize_logits
 
 
 def test_kd_loss_matches_hand_computation():
@@ -113,10 +113,11 @@ def test_dkd_rejects_bad_arguments(kwargs):
 
 
 def test_registry_names_map_to_import_paths_and_back():
-    assert class_path("dkd") == "distill.losses.dkd.DKD" and class_path("my.pkg.Method") == "my.pkg.Method"
+    assert DISTILLERS.import_path("dkd") == "distill.losses.dkd.DKD"
+    assert DISTILLERS.import_path("my.pkg.Method") == "my.pkg.Method"
     assert method_name(DKD()) == "dkd" and method_name(KD()) == "kd"
     with pytest.raises(UsageError, match="unknown distillation method 'fitnet'; valid: dkd, kd"):
-        class_path("fitnet")
+        DISTILLERS.import_path("fitnet")
 
 
 @pytest.mark.parametrize("name", DISTILLERS.names())

@@ -31,3 +31,18 @@ def test_unknown_name_lists_the_valid_ones():
     reg.register(lambda: 1, name="b")
     with pytest.raises(UsageError, match="unknown thing 'c'; valid: a, b"):
         reg.get("c")
+
+
+class Widget:
+    pass
+
+
+def test_classes_by_name_import_path_and_back():
+    reg: Registry = Registry("widget")
+    reg.register(Widget, name="w")
+    assert reg.import_path("w") == f"{__name__}.Widget"
+    assert reg.import_path("pkg.mod.Other") == "pkg.mod.Other"  # a dotted path is the user's own class
+    assert reg.name_of(Widget()) == "w" and reg.name_of(object()) is None
+    assert reg.unregister("w") is Widget and "w" not in reg
+    with pytest.raises(UsageError, match="unknown widget 'w'"):
+        reg.import_path("w")

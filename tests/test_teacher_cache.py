@@ -48,7 +48,7 @@ def test_table_build_is_chunked_and_leaves_nothing_when_interrupted(tmp_path):
     path = tmp_path / "t.npy"
     with pytest.raises(KeyboardInterrupt):
         build_table(teacher, batches(), 8, path)
-    assert list(tmp_path.iterdir()) == []  # no partial table under any name
+    assert list(tmp_path.iterdir()) == []  # no partial table under any name (atomic_write cleans up)
 
 
 def test_cache_is_keyed_by_teacher_and_data(teacher_run, tmp_path):

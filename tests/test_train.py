@@ -116,6 +116,7 @@ BAD_INPUTS = [
     (["teacher", "--model.scheduler", "zigzag"], "unknown scheduler 'zigzag'; valid:"),
     (["student", "--model.teacher_tta", "rotate"], "unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"),
     (["teacher", "--data.dataset", "mnist3d"], "unknown dataset 'mnist3d'; valid:"),
+    (["teacher", "--data", "tabular"], "unknown data module 'tabular'; valid: images"),
     (["teacher", "--model.lr", "0"], "lr must be > 0"),
     (["teacher", "--data.batch_size", "0"], "batch sizes must be >= 1"),
     (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in (0, 1)"),

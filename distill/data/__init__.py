@@ -14,15 +14,9 @@ from distill.registry import Registry
 DATA_MODULES: Registry[type[LightningDataModule]] = Registry("data module")
 DATA_MODULES.register(ImageDataModule, name="images")
 
-__all__ = ["DATA_MODULES", "DatasetInfo", "DistillData", "ImageDataModule", "SOURCES", "data_module_name",
-           "list_datasets"]
+__all__ = ["DATA_MODULES", "DatasetInfo", "DistillData", "ImageDataModule", "SOURCES", "list_datasets"]
 
 
 def list_datasets() -> list[str]:
     """Names accepted by ``--data.dataset``."""
     return SOURCES.names()
-
-
-def data_module_name(data: object) -> str | None:
-    """The registry name of a DataModule object, or None for an unregistered one."""
-    return next((name for name in DATA_MODULES.names() if type(data) is DATA_MODULES.get(name)), None)

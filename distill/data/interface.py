@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from distill.errors import UsageError
+
 
 @runtime_checkable
 class DistillData(Protocol):
@@ -23,6 +25,11 @@ class DistillData(Protocol):
     full training split (training and validation parts), so per-sample values computed once
     from ``training_inputs`` (cached teacher outputs) can be looked up by a batch.
     """
+
+    @property
+    def batch_size(self) -> int:
+        """Training batch size per device (the effective batch size and linear LR scaling read it)."""
+        ...
 
     @property
     def num_classes(self) -> int:
@@ -74,3 +81,16 @@ class DistillData(Protocol):
     def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The test split, model-ready, each sample exactly once: ``(inputs (B, ...), labels (B,))``."""
         ...
+
+
+def check_data(data: object) -> None:
+    """Refuses, before training, a DataModule that does not answer ``DistillData``.
+
+    Raises:
+        UsageError: naming the DataModule and the members it lacks.
+    """
+    members = [name for name in dir(DistillData) if not name.startswith("_") and name != "check_data"]
+    missing = [name for name in members if not hasattr(data, name)]
+    if missing:
+        raise UsageError(f"{type(data).__name__} lacks {', '.join(missing)} of distill.data.DistillData "
+                         "(distill/data/interface.py)")

@@ -17,26 +17,11 @@ DISTILLERS.register(DKD, name="dkd")
 
 
 def method_name(method: Distiller) -> str:
-    """The registry name of a method object (its class's qualified name if it is not registered)."""
-    for name in DISTILLERS.names():
-        if type(method) is DISTILLERS.get(name):
-            return name
-    return f"{type(method).__module__}.{type(method).__qualname__}"
-
-
-def class_path(name: str) -> str:
-    """The import path of the method registered as ``name``; a dotted path is returned as it is.
-
-    Raises:
-        UsageError: ``name`` is neither registered nor a dotted path; the message lists the valid names.
-    """
-    if "." in name:
-        return name
-    method = DISTILLERS.get(name)
-    return f"{method.__module__}.{method.__qualname__}"
+    """The registry name of a method object (its class's import path if it is not registered)."""
+    return DISTILLERS.name_of(method) or f"{type(method).__module__}.{type(method).__qualname__}"
 
 
 __all__ = [
-    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "class_path", "dkd_loss", "kd_loss",
+    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "dkd_loss", "kd_loss",
     "method_name", "standardize_logits",
 ]

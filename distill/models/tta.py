@@ -48,7 +48,7 @@ def shift(images: Tensor, dx: int, dy: int, fill: Sequence[float] | None = None)
         images: (B, C, H, W) batch.
         dx, dy: Pixels to move right and down (negative: left and up).
         fill: Per-channel value (C,) of the uncovered border, in the images' units: the value the
-            training crop pads with (a black pixel, normalized; ``ImageDataModule.crop_fill``), so a
+            training crop pads with (a black pixel, normalized; ``DistillData.border_fill``), so a
             shifted view looks like a training crop. None repeats the edge pixels (how checkpoints
             saved without a fill were evaluated).
     """

@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from distill import optim
-from distill.data import data_module_name
+from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
 from distill.models import count_parameters, create_model
 
@@ -259,7 +259,7 @@ class ClassifierSystem(LightningModule):
             data = self.trainer.datamodule
         except RuntimeError:  # not attached to a Trainer
             data = None
-        checkpoint["data_module"] = data_module_name(data)
+        checkpoint["data_module"] = DATA_MODULES.name_of(data)
 
     def trainable_module(self) -> nn.Module:
         """The modules whose parameters the optimizer updates (the student and any method parts)."""

@@ -11,9 +11,9 @@ class TeacherModule(ClassifierSystem):
     """Trains a network with cross-entropy (optionally label-smoothed) and the full optimization toolkit.
 
     Args:
-        model: Architecture name from the registry (default: the Fashion-MNIST wide CNN).
+        model: Architecture name from the registry (``distill.models.list_models()``).
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
     """
 
-    def __init__(self, model: str = "cnn_wide", **kwargs: Any) -> None:
+    def __init__(self, model: str, **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
