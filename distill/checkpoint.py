@@ -31,6 +31,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive ("PK\x03\x04"); its legacy format starts as a pickle (0x80).
+    if magic[:4] != b"PK\x03\x04" and magic[:1] != b"\x80":
+        raise UsageError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

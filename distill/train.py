@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from jsonargparse import ArgumentError
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from distill.cli import STAGES, DistillCLI, bare_flag_values, usage
 from distill.errors import DivergenceError, UsageError
@@ -36,18 +37,26 @@ def quiet_console() -> None:
         handler.addFilter(_DropTips())
 
 
-def user_error(err: BaseException) -> BaseException | None:
-    """The error to show the user: ``err`` itself, or a UsageError it wraps.
+def user_error(err: BaseException, building: bool) -> BaseException | None:
+    """The error to show the user on one line, or None for a bug (whose traceback then shows).
 
     jsonargparse builds a method given on the command line and wraps the method's own complaint
     (``alpha must be in [0, 1]``) in a multi-line ValueError; the complaint is what the user needs.
+    Lightning reports bad Trainer settings (negative epochs, an unknown precision or strategy) as
+    MisconfigurationException or ValueError while the Trainer is built: input errors too.
+
+    Args:
+        err: What was raised.
+        building: Whether it was raised while the command's objects were built from the input.
     """
-    seen = err
+    seen: BaseException | None = err
     while seen is not None:
-        if isinstance(seen, (UsageError, DivergenceError)):
+        if isinstance(seen, (UsageError, DivergenceError, MisconfigurationException)):
             return seen
         seen = seen.__cause__ or seen.__context__
-    return err if isinstance(err, ArgumentError) else None
+    if isinstance(err, ArgumentError) or (building and isinstance(err, (ValueError, TypeError))):
+        return err
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown stage {stage!r}; valid: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     quiet_console()
+    building = True
     try:
-        run_stage(DistillCLI(stage, rest))
-    except (UsageError, ArgumentError, DivergenceError, ValueError) as err:
-        shown = user_error(err)
+        cli = DistillCLI(stage, rest)  # parses the input and builds the data, the system and the Trainer
+        building = False
+        run_stage(cli)
+    except (UsageError, ArgumentError, DivergenceError, MisconfigurationException, ValueError, TypeError) as err:
+        shown = user_error(err, building)
         if shown is None or os.environ.get("DISTILL_DEBUG"):
             raise
         message = " ".join(str(shown).split())  # one line, whatever the source

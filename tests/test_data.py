@@ -73,6 +73,34 @@ def test_split_is_seeded_disjoint_and_covers_train(fake_fashion_mnist):
     assert not torch.equal(other.val_set.indices, val)
 
 
+def test_val_fraction_zero_trains_on_everything_and_validates_on_the_test_set(fake_fashion_mnist):
+    dm = ImageDataModule(root=str(fake_fashion_mnist), val_fraction=0.0)
+    with pytest.warns(UserWarning, match="validating on the TEST set"):
+        dm.setup("fit")
+    assert len(dm.train_set.indices) == 60000
+    val_labels = torch.cat([labels for _, labels, _ in dm.val_dataloader()])
+    test_labels = torch.cat([labels for _, labels, _ in dm.test_dataloader()])
+    assert torch.equal(val_labels, test_labels)
+
+
+def test_epoch_order_depends_on_the_seed_and_the_epoch_only(fake_fashion_mnist):
+    from distill.data.datamodule import EpochShuffle
+
+    epoch = {"now": 0}
+    sampler = EpochShuffle(1000, seed=7, epoch=lambda: epoch["now"])
+    orders = []
+    for e in range(4):
+        epoch["now"] = e
+        orders.append(list(sampler))
+    assert all(sorted(order) == list(range(1000)) for order in orders) and orders[0] != orders[1]
+    resumed = EpochShuffle(1000, seed=7, epoch=lambda: 2)  # a new process starting at epoch 2
+    assert list(resumed) == orders[2]
+    # The orders of torch's RandomSampler over successive passes, which the published figures used.
+    generator = torch.Generator().manual_seed(7)
+    reference = torch.utils.data.RandomSampler(range(1000), generator=generator)
+    assert [list(reference) for _ in range(4)] == orders
+
+
 def test_loaders_yield_every_sample_once(fake_fashion_mnist):
     dm = ImageDataModule(root=str(fake_fashion_mnist), batch_size=100, eval_batch_size=700)
     dm.setup("fit")
@@ -225,8 +253,8 @@ def test_image_folder_without_splits_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"dataset": "mnist3d"}, "unknown dataset 'mnist3d'; valid: cifar10, cifar100, fashion_mnist, image_folder"),
     ({"batch_size": 0}, "batch sizes must be >= 1"),
-    ({"val_fraction": 0.0}, r"val_fraction must be in \(0, 1\)"),
-    ({"val_fraction": 1.0}, r"val_fraction must be in \(0, 1\)"),
+    ({"val_fraction": -0.1}, r"val_fraction must be in \[0, 1\)"),
+    ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(UsageError, match=match):

@@ -14,6 +14,14 @@ PUBLISHED_MILLIONS = {
 }
 
 
+# Side of each stage's output map on a 32-pixel CIFAR image, as in RepDistiller's and mdistiller's models.
+PUBLISHED_STAGE_SIDES = {
+    "vgg8": [32, 16, 8, 4, 4], "vgg11": [32, 16, 8, 4, 4], "vgg13": [32, 16, 8, 4, 4],
+    "resnet8x4": [32, 16, 8], "resnet32x4": [32, 16, 8], "resnet20": [32, 16, 8], "resnet110": [32, 16, 8],
+    "wrn_16_2": [32, 16, 8], "wrn_40_2": [32, 16, 8], "resnet18": [32, 16, 8, 4],
+}
+
+
 def _input_for(name: str) -> tuple[int, torch.Tensor]:
     if name.startswith("cnn"):
         return 1, torch.randn(2, 1, 28, 28)
@@ -30,6 +38,24 @@ def test_forward_backward_reaches_every_parameter(name):
     logits.logsumexp(1).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"{name}: no gradient for {missing[:5]}"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_STAGE_SIDES))
+def test_cifar_stages_run_at_the_published_map_sizes(name):
+    from distill.features import FeatureRecorder, feature_aliases, probe_shapes
+
+    model = create_model(name, num_classes=100, in_channels=3)
+    stages = sorted((a for a in feature_aliases(model) if a.startswith("stage")), key=lambda a: int(a[5:]))
+    _, shapes = probe_shapes(model, FeatureRecorder(model, stages), (3, 32, 32))
+    assert [shapes[a][-1] for a in stages] == PUBLISHED_STAGE_SIDES[name]
+
+
+def test_vgg_pools_before_its_fourth_stage_on_64_pixel_inputs():
+    from distill.features import FeatureRecorder, probe_shapes
+
+    model = create_model("vgg8", num_classes=100, in_channels=3)
+    _, shapes = probe_shapes(model, FeatureRecorder(model, ["stage4", "stage5"]), (3, 64, 64))
+    assert (shapes["stage4"][-1], shapes["stage5"][-1]) == (8, 4)  # 64, 32, 16, 8, then pooled to 4
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_MILLIONS))

@@ -119,7 +119,7 @@ BAD_INPUTS = [
     (["teacher", "--data", "tabular"], "unknown data module 'tabular'; valid: images"),
     (["teacher", "--model.lr", "0"], "lr must be > 0"),
     (["teacher", "--data.batch_size", "0"], "batch sizes must be >= 1"),
-    (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in (0, 1)"),
+    (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in [0, 1)"),
     (["student", "--model.method.temperature", "0"], "temperature must be > 0"),
     (["student", "--model.method.alpha", "1.5"], "alpha must be in [0, 1]"),
     (["student", "--model.method", "fitnet"], "unknown distillation method 'fitnet'; valid: dkd, kd"),
@@ -128,6 +128,11 @@ BAD_INPUTS = [
     (["student", "--model.method.logit_standardize", "maybe"], "logit_standardize"),
     (["student", "--model.teacher_ckpt", "nowhere/best.ckpt"], "checkpoint nowhere/best.ckpt not found"),
     (["teacher", "--trainer.max_epochs", "many"], "max_epochs"),
+    (["teacher", "--trainer.max_epochs", "-3"], "max_epochs"),
+    (["teacher", "--trainer.max_steps", "-5"], "max_steps"),
+    (["teacher", "--trainer.precision", "17"], "17"),
+    (["teacher", "--trainer.strategy", "warp_drive"], "warp_drive"),
+    (["teacher", "--model.no_such_setting", "1"], "no_such_setting"),
     (["pupil"], "unknown stage 'pupil'; valid: teacher, student"),
     (["teacher", "--trainer.accelerator", "cpu", "--trainer.devices", "4096"], "this machine has"),
     (["teacher", "--data.root", "no/such/dir", "--data.download", "false", "--run_dir", "new"],
@@ -149,6 +154,30 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys, 
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     assert message in err
     assert (earlier / "metrics.json").read_text() == '{"test/acc": 0.9}'  # nothing saved was touched
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line(tmp_path, capsys):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model:\n  model: cnn_tiny\n  learning_rate: 0.1\n")
+    assert main(["teacher", "--config", str(config), "--run_dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "learning_rate" in err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "teacher.json").write_text('{"weights": [1, 2, 3]}')
+    assert main(["student", "--model.teacher_ckpt", str(tmp_path / "teacher.json"), "--run_dir",
+                 str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'teacher.json'} is not a checkpoint "
+                                               "(not a file written by torch.save)")
+
+
+def test_a_student_larger_than_its_teacher_is_warned_about(teacher_run, tmp_path):
+    from distill.modules import DistillModule
+
+    with pytest.warns(UserWarning, match=r"the student cnn_small \(29,178 parameters\) is larger than its teacher "
+                                         r"\(1,442, 20.2x\)"):
+        DistillModule(model="cnn_small", teacher_ckpt=str(teacher_run / "best.ckpt"))
 
 
 def test_finished_run_is_not_overwritten_without_asking(teacher_run, tmp_path, capsys):
@@ -204,31 +233,52 @@ def test_same_seed_and_config_give_identical_metrics(tmp_path):
         assert runs[0][key] == runs[1][key], key
 
 
-def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
-    """A real training process is killed with SIGKILL after a checkpoint was written, then resumed."""
+def test_sigkill_at_random_moments_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+    """Real training processes killed with SIGKILL at random moments, resumed: the uninterrupted run's weights."""
+    import random
     import signal
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    args = [sys.executable, "-m", "distill.train", "teacher", "--model.model", "cnn_small", "--run_dir", "run",
-            "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "40", "--trainer.limit_val_batches", "2",
-            "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "run" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert last.exists(), "no checkpoint was written before the deadline"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not (tmp_path / "run" / "metrics.json").exists()  # it really died before the end
-    torch.load(last, weights_only=True)  # what the kill left on disk is whole
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    # Dropout and random crops + flips draw from the global generators; the batch order from the seed and epoch.
+    args = [sys.executable, "-m", "distill.train", "teacher", "--model.model", "cnn_tiny", "--model.model_kwargs",
+            '{"dropout": 0.3}', "--data.augment", "true", "--trainer.max_epochs", "4",
+            "--trainer.limit_train_batches", "30", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches",
+            "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.logger", "false"]
 
-    resumed = subprocess.run([*args, "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    metrics = read_json(tmp_path / "run" / "metrics.json")
-    assert metrics["epochs"] == 4 and metrics["steps"] == 4 * 40
+    def final(run_dir: Path) -> tuple[dict, dict]:
+        state = torch.load(run_dir / "last.ckpt", weights_only=True)["state_dict"]
+        return state, read_json(run_dir / "metrics.json")
+
+    reference = subprocess.run([*args, "--run_dir", "ref"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected_state, expected_metrics = final(tmp_path / "ref")
+    delays = random.Random(0)
+    killed = 0
+    for attempt in range(3):
+        run_dir = tmp_path / f"killed{attempt}"
+        proc = subprocess.Popen([*args, "--run_dir", str(run_dir)], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while not (run_dir / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(delays.uniform(0.0, 1.5))  # anywhere in the epochs after the first checkpoint
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if (run_dir / "metrics.json").exists():
+            continue  # it finished before the kill: nothing to resume
+        killed += 1
+        resumed = subprocess.run([*args, "--run_dir", str(run_dir), "--ckpt_path", "last"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        state, metrics = final(run_dir)
+        assert state.keys() == expected_state.keys()
+        assert all(torch.equal(state[k], expected_state[k]) for k in state), f"attempt {attempt}: weights differ"
+        for key in ("test/acc", "test/loss", "steps", "epochs", "last_epoch/test/acc"):
+            assert metrics[key] == expected_metrics[key], (attempt, key)
+    assert killed >= 2, "the runs kept finishing before the kill"
 
 
 def test_progress_bar_redraws_every_refresh_rate_steps(monkeypatch):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
 from distill.data import augment
 from distill.data.sources import SOURCES, DatasetInfo, FolderSource, InMemorySource
@@ -50,6 +51,40 @@ class IndexedFolder(Dataset):
         return image, label, (i if self.indices is None else self.indices[i])
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order of ``range(n)`` per epoch, a function of the seed and the epoch only.
+
+    Epoch ``e`` gets the order a ``RandomSampler`` seeded with ``seed`` gives on its ``e``-th pass
+    (two permutations drawn per pass, the second unused, as torch's sampler does; every figure this
+    project published was measured with that order). Unlike one generator consumed epoch after
+    epoch, the order does not depend on the epochs this process has run: a run resumed at epoch
+    ``e`` sees the same batches as one that never stopped.
+
+    Args:
+        n: Number of samples.
+        seed: The run's seed.
+        epoch: Returns the epoch about to be iterated (the trainer's ``current_epoch``).
+    """
+
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.n, self.seed, self.epoch = n, seed, epoch
+        self._generator: torch.Generator | None = None
+        self._passes = 0  # passes drawn from the generator so far
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch()
+        if self._generator is None or epoch < self._passes:
+            self._generator, self._passes = torch.Generator().manual_seed(self.seed), 0
+        while self._passes <= epoch:  # catch up after a resume; one pass for a run that never stopped
+            order = torch.randperm(self.n, generator=self._generator)
+            torch.randperm(self.n, generator=self._generator)  # the pass's second draw, as RandomSampler's
+            self._passes += 1
+        return iter(order.tolist())
+
+
 class ImageDataModule(LightningDataModule):
     """Image classification data: a seeded validation split, batched augmentation, normalization.
 
@@ -65,7 +100,10 @@ class ImageDataModule(LightningDataModule):
         download: Allow downloading with torchvision when the files are not found.
         batch_size: Training batch size (per device).
         eval_batch_size: Batch size for validation and test.
-        val_fraction: Part of the training split held out for validation, in (0, 1).
+        val_fraction: Part of the training split held out for validation, in [0, 1). 0 trains on the
+            whole training split and validates on the test set, as the published CIFAR benchmark runs
+            do: ``best.ckpt`` is then chosen on the test set and only the ``last_epoch/`` test
+            figures are unbiased (the stage says so when it starts).
         split_seed: Seed of the train/validation split, kept apart from the training seed so that
             a teacher and its students see the same split.
         augment: Random crop with padding (and horizontal flip where it fits the data) in training.
@@ -96,8 +134,8 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise UsageError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
-        if not 0.0 < val_fraction < 1.0:
-            raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if image_size < 8:
             raise UsageError(f"image_size must be >= 8, got {image_size}")
         if crop_padding is not None and crop_padding < 0:
@@ -140,7 +178,7 @@ class ImageDataModule(LightningDataModule):
     def split_indices(self, n: int) -> tuple[Tensor, Tensor]:
         """Seeded permutation of ``range(n)`` cut into (train, validation) indices."""
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        n_val = max(1, round(n * self.val_fraction))
+        n_val = max(1, round(n * self.val_fraction)) if self.val_fraction > 0 else 0
         return perm[n_val:].sort().values, perm[:n_val].sort().values
 
     def prepare_data(self) -> None:
@@ -151,6 +189,9 @@ class ImageDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        if self.val_fraction == 0 and stage in ("fit", None):
+            rank_zero_warn("val_fraction 0: training on the whole training split and validating on the TEST set; "
+                           "best.ckpt is chosen on the test set, so report the last_epoch/ test figures")
         if isinstance(self.source, InMemorySource):
             train = self.source.load(train=True)
             test = self.source.load(train=False)
@@ -169,19 +210,22 @@ class ImageDataModule(LightningDataModule):
             self.val_set = IndexedFolder(self.folder_train, val_idx.tolist())
             self.test_set = IndexedFolder(self.source.dataset(train=False))
 
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() must run first"
+        # The order is a function of the run's seed and the epoch, never of the global RNG: under DDP
+        # every rank enumerates the same batches (the distributed wrapper hands each a disjoint share),
+        # and a resumed run sees the batches an uninterrupted one would.
+        seed = torch.initial_seed()
+        sampler = EpochShuffle(len(dataset), seed, self._epoch) if shuffle else SequentialSampler(dataset)  # type: ignore[arg-type]
         if isinstance(dataset, IndexedTensors):
-            # The shuffling generator is seeded from the run's seed, not drawn from the global RNG: under
-            # DDP every rank then enumerates the same batches and the distributed wrapper hands each rank
-            # a disjoint share of them.
-            generator = torch.Generator().manual_seed(torch.initial_seed())
-            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
             # drop_last in training keeps every step the same size (BatchNorm statistics, speed);
             # evaluation sees every sample exactly once.
             batches = BatchSampler(sampler, batch_size, drop_last=shuffle and len(dataset) >= batch_size)
             return DataLoader(dataset, sampler=batches, batch_size=None)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,  # image_folder
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,  # image_folder
                           num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)
 
@@ -189,7 +233,9 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        # val_fraction 0: no held-out part; validation runs on the test set (announced in setup).
+        return self._loader(self.val_set if self.val_fraction > 0 else self.test_set, self.eval_batch_size,
+                            shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)

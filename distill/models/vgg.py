@@ -1,5 +1,6 @@
-"""VGG with BatchNorm for 32x32 images (Simonyan & Zisserman 2015), in the CRD benchmark layout:
-five conv stages, max-pooling between them, global pooling and a single linear head."""
+"""VGG with BatchNorm for 32x32 images (Simonyan & Zisserman 2015), in the CRD benchmark layout
+(RepDistiller's ``models/vgg.py``, also mdistiller's): five conv stages, 2x2 max-pooling after the
+first three, global pooling and a single linear head."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from distill.models.cnn import conv_block
 
 
 class VGG(nn.Module):
-    """Args:
-        stages: Conv widths per stage; stages after the first start with 2x2 max-pooling.
+    """Five conv stages; on a 32-pixel input they run at 32, 16, 8, 4 and 4 pixels.
+
+    As published, max-pooling follows the first three stages only, so the last two both work on
+    4x4 maps of a CIFAR image (pooling before every stage would leave the last one 2x2 with the
+    same parameter count). A 64-pixel input is also pooled before the fourth stage, as there.
+
+    Args:
+        stages: Conv widths per stage (five stages).
         num_classes: Output logits.
         in_channels: Input image channels.
         bn: BatchNorm after every conv.
@@ -21,25 +28,30 @@ class VGG(nn.Module):
     def __init__(self, stages: list[list[int]], num_classes: int, in_channels: int = 3, bn: bool = True,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        blocks: list[nn.Module] = []
         ch = in_channels
-        # Feature aliases (distill.features): each stage's last activation, and the pooled (B, C) vector.
-        self.feature_aliases: dict[str, str] = {}
-        for i, widths in enumerate(stages):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
+        for widths in stages:
+            layers: list[nn.Module] = []
             for width in widths:
                 layers += conv_block(ch, width, bn)
                 ch = width
-            self.feature_aliases[f"stage{i + 1}"] = f"features.{len(layers) - 1}"
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.feature_aliases["penultimate"] = "features"
-        self.features = nn.Sequential(*layers)
+            blocks.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(blocks)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(ch, num_classes))
+        # Feature aliases (distill.features): each stage's output, and the pooled (B, C) vector.
+        self.feature_aliases = {f"stage{i}": f"stages.{i - 1}" for i in range(1, len(blocks) + 1)}
+        self.feature_aliases["penultimate"] = "head"
 
     def forward(self, x: Tensor) -> Tensor:
-        # x: (B, C, H, W) -> (B, 512) -> logits (B, num_classes)
-        return self.classifier(self.features(x))
+        # x: (B, C, 32, 32) -> stages at 32, 16, 8, 4, 4 pixels -> (B, 512) -> logits (B, num_classes)
+        pooled_before = (1, 2, 3, 4) if x.shape[-2] == 64 else (1, 2, 3)
+        for i, stage in enumerate(self.stages):
+            if i in pooled_before:
+                x = self.pool(x)
+            x = stage(x)
+        return self.classifier(self.head(x))
 
 
 @register_model

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
+from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
 from distill.models import count_parameters, create_model
 
 Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, ...), labels (B,), dataset indices (B,)
@@ -113,6 +114,7 @@ class ClassifierSystem(LightningModule):
         self._term_names: list[str] = []
         self._loss_sums: Tensor | None = None  # loss and terms summed since the last logged step (on device)
         self._loss_count = 0
+        self._resumed_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed, until training starts
         self._train_preds: list[Tensor] = []  # predicted classes (B,) of this epoch's training batches
         self._train_labels: list[Tensor] = []
         metrics = MetricCollection({
@@ -253,7 +255,20 @@ class ClassifierSystem(LightningModule):
             schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": "val/acc"})
         return [opt], schedulers
 
+    def on_train_epoch_start(self) -> None:
+        # Resuming: the generators continue exactly where the interrupted run saved them (at the end
+        # of the epoch before), whatever the trainer drew while setting up.
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
+            replay_loader_seed_draw(self.trainer.train_dataloader)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("rng_states")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Saved at an epoch's end: the states the next epoch starts from (dropout, augmentation).
+        checkpoint["rng_states"] = rng_states()
         # The data's registry name: distill.evaluate rebuilds the test data from it and the saved arguments.
         try:
             data = self.trainer.datamodule

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from distill.checkpoint import load_trained
@@ -73,6 +74,10 @@ class DistillModule(ClassifierSystem):
         self.hparams["method_settings"] = self.distiller.settings()
         self.teacher, teacher_hparams = self._load_teacher(teacher_ckpt)
         self.teacher_params = count_parameters(self.teacher)
+        if self.num_params > self.teacher_params:
+            rank_zero_warn(f"the student {model} ({self.num_params:,} parameters) is larger than its teacher "
+                           f"({self.teacher_params:,}, {self.num_params / self.teacher_params:.1f}x): distillation "
+                           "usually compresses; check --model.model and --model.teacher_ckpt")
         self.teacher_tta = teacher_tta or teacher_hparams.get("tta", "none")  # stages once recorded their own
         self.teacher_fill: tuple[float, ...] | None = None  # border of shifted views; the data's, set in setup
         self.student_recorder = self._recorder(self.model, self.distiller.student_features, detach=False)
@@ -188,6 +193,7 @@ class DistillModule(ClassifierSystem):
         checkpoint["teacher_params"] = self.teacher_params
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         # Resuming: the teacher comes from teacher_ckpt, not from this file; put it back for strict loading.
         state = checkpoint["state_dict"]
         for key, value in self.teacher.state_dict().items():
