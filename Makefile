@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo compare seeds seeds-full test clean-runs
+.PHONY: setup dataset demo compress compare seeds seeds-full test clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision first, from pip (not uv/poetry): a local wheel cache is honoured this way.
 	$(PY) -m pip install --quiet "torch>=2.4" "torchvision>=0.19"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,compress]"
 	touch $@
 
 setup: $(VENV)/.installed dataset
@@ -29,6 +29,11 @@ demo: setup
 	$(PY) -m distill.train teacher --overwrite true
 	$(PY) -m distill.train student --overwrite true
 	$(PY) -m distill.evaluate --out_dir reports
+
+# The demo's student (and teacher) as ONNX fp32 and int8, measured side by side, one artifact recommended.
+compress: setup
+	$(PY) -m distill.compress --ckpt checkpoints/student/best.ckpt --teacher checkpoints/teacher/best.ckpt \
+		--out_dir checkpoints/compressed
 
 # teacher, KD student, the same student alone, and the report comparing all three
 compare: setup

@@ -54,11 +54,11 @@ class IndexedFolder(Dataset):
 class EpochShuffle(Sampler[int]):
     """A random order of ``range(n)`` per epoch, a function of the seed and the epoch only.
 
-    Epoch ``e`` gets the order a ``RandomSampler`` seeded with ``seed`` gives on its ``e``-th pass
-    (two permutations drawn per pass, the second unused, as torch's sampler does; every figure this
-    project published was measured with that order). Unlike one generator consumed epoch after
-    epoch, the order does not depend on the epochs this process has run: a run resumed at epoch
-    ``e`` sees the same batches as one that never stopped.
+    Epoch ``e`` gets the ``e``-th permutation drawn from a generator seeded with ``seed``: the order
+    a ``RandomSampler`` sharing one seeded generator across epochs gave in Lightning's loop, which
+    stops each epoch at its last full batch (every figure this project published was measured with
+    that order). Unlike that generator, the order does not depend on the epochs this process has
+    run: a run resumed at epoch ``e`` sees the same batches as one that never stopped.
 
     Args:
         n: Number of samples.
@@ -69,7 +69,7 @@ class EpochShuffle(Sampler[int]):
     def __init__(self, n: int, seed: int, epoch: Callable[[], int]) -> None:
         self.n, self.seed, self.epoch = n, seed, epoch
         self._generator: torch.Generator | None = None
-        self._passes = 0  # passes drawn from the generator so far
+        self._passes = 0  # permutations drawn from the generator so far
 
     def __len__(self) -> int:
         return self.n
@@ -78,9 +78,8 @@ class EpochShuffle(Sampler[int]):
         epoch = self.epoch()
         if self._generator is None or epoch < self._passes:
             self._generator, self._passes = torch.Generator().manual_seed(self.seed), 0
-        while self._passes <= epoch:  # catch up after a resume; one pass for a run that never stopped
+        while self._passes <= epoch:  # catch up after a resume; one draw for a run that never stopped
             order = torch.randperm(self.n, generator=self._generator)
-            torch.randperm(self.n, generator=self._generator)  # the pass's second draw, as RandomSampler's
             self._passes += 1
         return iter(order.tolist())
 

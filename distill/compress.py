@@ -1,0 +1,250 @@
+"""Command line: ``python -m distill.compress --ckpt STUDENT [--teacher TEACHER] --out_dir DIR``.
+
+Exports each network to ONNX (fp32, checked against PyTorch), quantizes it to int8 (onnxruntime,
+static, calibrated on training images), measures every artifact side by side on the test set and
+the CPU, and names the artifact to ship: the fastest at batch 1 within ``--max_drop`` points of
+the student in PyTorch. Writes the ``.onnx`` files, ``compress.json``, ``compress.md`` and
+``compress.png`` (accuracy against latency), all at once when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from distill import cost, metrics
+from distill.checkpoint import Trained, load_trained
+from distill.errors import UsageError
+from distill.evaluate import check_same_task, datamodule_for
+from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
+from distill.finish import test_logits
+from distill.run_dir import atomic_write_text
+
+
+def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[torch.Tensor]:
+    """The first ``images`` training inputs, model-ready, in batches (never test images)."""
+    taken, batches = 0, []
+    for inputs, _ in data.training_inputs():
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + min(batch_size, images - taken)]
+            batches.append(chunk.cpu())
+            taken += len(chunk)
+            if taken >= images:
+                return batches
+    return batches
+
+
+def interleaved_speed(models: dict[str, Any], input_shape: tuple[int, ...], runs: int, rounds: int = 3) -> dict[str, dict]:
+    """Batch-1 latency and batch-256 throughput of every model, measured in interleaved rounds (medians)."""
+    per_round: dict[str, list[dict]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(cost.speed(model, input_shape, torch.device("cpu"), runs=max(3, runs // rounds)))
+    return {name: {"latency_ms": statistics.median(r["latency_ms"] for r in rows),
+                   "throughput": statistics.median(r["throughput"] for r in rows),
+                   "threads": torch.get_num_threads()} for name, rows in per_round.items()}
+
+
+def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
+                 check_inputs: torch.Tensor) -> list[dict[str, Any]]:
+    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network: their rows, before measurement."""
+    input_shape = tuple(trained.hparams["input_shape"])
+    network = trained.network.eval().cpu()
+    onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
+    fp32 = OnnxClassifier(onnx_path)
+    parity = verify_onnx(fp32, network, check_inputs)
+    int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
+    sidecar = {"input_shape": list(input_shape), "classes": list(data.class_names), "model": trained.hparams["model"],
+               "data_module": trained.data_module or "images", "data": trained.data_hparams, "output": "logits"}
+    for path in (onnx_path, int8_path):
+        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
+            **cost.cost(network, input_shape)}
+    return [
+        {**base, "name": f"{role} (PyTorch)", "format": "pytorch fp32", "runtime": "torch eager", "model_obj": network,
+         "file": None, "bytes": cost.weights_bytes(network)},
+        {**base, "name": f"{role} (ONNX fp32)", "format": "onnx fp32", "runtime": "onnxruntime CPU", "model_obj": fp32,
+         "file": onnx_path.name, "bytes": file_bytes(onnx_path), "parity": parity},
+        {**base, "name": f"{role} (ONNX int8)", "format": "onnx int8 (QDQ, per-channel)", "runtime": "onnxruntime CPU",
+         "model_obj": OnnxClassifier(int8_path), "file": int8_path.name, "bytes": file_bytes(int8_path)},
+    ]
+
+
+def compress(student: Path, teacher: Path | None, out_dir: Path, data_root: str | None = None, max_drop: float = 0.3,
+             calibration_images: int = 512, latency_runs: int = 30, console: Console | None = None) -> dict[str, Any]:
+    """Builds, measures and reports every artifact; returns what ``compress.json`` holds."""
+    console = console or Console()
+    if max_drop < 0:
+        raise UsageError(f"--max_drop must be >= 0 points, got {max_drop}")
+    sources = {"student": load_trained(student)}
+    if teacher is not None:
+        sources = {"teacher": load_trained(teacher), **sources}
+    check_same_task(list(sources.values()))
+    data = datamodule_for(sources["student"], data_root, 1000)
+    calibration = calibration_batches(data, calibration_images)
+    check_inputs = next(iter(data.test_batches()))[0][:256].cpu()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out_dir.parent))
+    try:
+        rows: list[dict[str, Any]] = []
+        for role, trained in sources.items():
+            rows += artifacts_of(role, trained, work, data, calibration, check_inputs)
+        input_shape = tuple(sources["student"].hparams["input_shape"])
+        speeds = interleaved_speed({r["name"]: r["model_obj"] for r in rows}, input_shape, latency_runs)
+        logits_of: dict[str, torch.Tensor] = {}
+        for row in rows:
+            logits, labels = test_logits(row["model_obj"], data, "cpu")
+            logits_of[row["name"]] = logits
+            quality = metrics.quality(logits, labels)
+            row.update(acc=quality["acc"], f1=quality["f1"], test_samples=len(labels), **speeds[row["name"]])
+        report = summarize(rows, logits_of, max_drop)
+        report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop,
+                      calibration_images=sum(len(b) for b in calibration))
+        atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(work / "compress.md", markdown(report))
+        plot(report, work / "compress.png")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(work.iterdir()):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    console.print(table(report))
+    console.print(report["verdict"])
+    return report
+
+
+def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float) -> dict[str, Any]:
+    """Ratios, agreements, the recommended artifact and plain statements about what paid off."""
+    by_name = {r["name"]: r for r in rows}
+    for row in rows:
+        source = by_name[f"{row['role']} (PyTorch)"]
+        onnx = by_name[f"{row['role']} (ONNX fp32)"]
+        row["size_ratio"] = row["bytes"] / source["bytes"]
+        row["acc_change_points"] = 100 * (row["acc"] - source["acc"])
+        row["agreement_with_fp32"] = metrics.agreement(logits_of[row["name"]], logits_of[source["name"]])
+        row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
+        row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
+        row.pop("model_obj")
+    student = by_name["student (PyTorch)"]
+    budget = student["acc"] - max_drop / 100
+    candidates = [r for r in rows if r["role"] == "student" and r["acc"] >= budget - 1e-12]
+    recommended = min(candidates, key=lambda r: r["latency_ms"])
+    statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
+                  f"student artifact at batch 1 within {max_drop} points of the student in PyTorch "
+                  f"({100 * recommended['acc']:.2f}% against {100 * student['acc']:.2f}%)"]
+    for role in {r["role"] for r in rows}:
+        int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
+        if int8["latency_ms"] > fp32["latency_ms"]:
+            statements.append(f"{role}: int8 is slower than fp32 at batch 1 ({int8['latency_ms']:.3f} against "
+                              f"{fp32['latency_ms']:.3f} ms): too small a network for quantized kernels to pay")
+    teacher = by_name.get("teacher (PyTorch)")
+    headline = None
+    if teacher is not None:
+        headline = {"params_ratio": teacher["params"] / recommended["params"],
+                    "latency_ratio": teacher["latency_ms"] / recommended["latency_ms"],
+                    "acc_drop_points": 100 * (teacher["acc"] - recommended["acc"])}
+        statements.append(f"against the teacher in PyTorch: {headline['params_ratio']:.0f}x fewer parameters, "
+                          f"{headline['latency_ratio']:.1f}x lower batch-1 latency, "
+                          f"{headline['acc_drop_points']:+.2f} points of accuracy given up")
+    return {"artifacts": rows, "recommended": recommended["name"], "headline": headline,
+            "verdict": "\n".join(statements)}
+
+
+COLUMNS = ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", "acc %", "Δ pts", "agree %",
+           "ms (b=1)", "img/s (b=256)", "× PyTorch", "× ONNX fp32"]
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
+            f"{row['size_ratio']:.2f}", f"{100 * row['acc']:.2f}", f"{row['acc_change_points']:+.2f}",
+            f"{100 * row['agreement_with_fp32']:.2f}", f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
+            f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
+
+
+def table(report: dict[str, Any]) -> Table:
+    rows = report["artifacts"]
+    out = Table(title=f"Artifacts on the test set ({rows[0]['test_samples']} images), CPU, {report['cpu_threads']} threads")
+    for column in COLUMNS:
+        out.add_column(column, justify="left" if column in ("artifact", "format") else "right")
+    for row in rows:
+        out.add_row(*_cells(row), style="bold" if row["name"] == report["recommended"] else None)
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Compression report", "",
+             f"Test set: {report['artifacts'][0]['test_samples']} images. CPU, {report['cpu_threads']} threads "
+             "(onnxruntime sessions set to the same), batch-1 latency median of interleaved rounds; "
+             f"int8 calibrated on {report['calibration_images']} training images.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["artifacts"]]
+    lines += ["", "Δ pts: accuracy change against the same network in PyTorch; agree: top-1 agreement with it; "
+              "size ×: file size against its PyTorch weights.", ""]
+    lines += [f"- {line}" for line in report["verdict"].splitlines()]
+    return "\n".join(lines) + "\n\n![accuracy against latency](compress.png)\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for row in report["artifacts"]:
+        marker = "*" if row["name"] == report["recommended"] else "o"
+        axis.scatter(row["latency_ms"], 100 * row["acc"], marker=marker, s=120 if marker == "*" else 40)
+        axis.annotate(row["name"], (row["latency_ms"], 100 * row["acc"]), fontsize=8, xytext=(4, 4),
+                      textcoords="offset points")
+    axis.set_xscale("log")
+    axis.set_xlabel("batch-1 latency on the CPU (ms, log scale)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("Artifacts: accuracy against latency (* recommended)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _OneLineParser(prog="python -m distill.compress", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default="checkpoints/student/best.ckpt", help="the student checkpoint to compress")
+    parser.add_argument("--teacher", default=None, help="also export and measure this teacher checkpoint")
+    parser.add_argument("--out_dir", default="compressed", help="where the artifacts and the report go")
+    parser.add_argument("--data_root", default=None, help="dataset directory, if not where training found it")
+    parser.add_argument("--max_drop", type=float, default=0.3,
+                        help="accuracy budget in points below the student in PyTorch for the recommended artifact")
+    parser.add_argument("--calibration", type=int, default=512, help="training images calibrating int8 activations")
+    parser.add_argument("--latency_runs", type=int, default=30, help="timed batch-1 runs per artifact")
+    args = parser.parse_args(argv)
+    try:
+        if args.calibration < 1 or args.latency_runs < 3:
+            raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
+        compress(Path(args.ckpt), None if args.teacher is None else Path(args.teacher), Path(args.out_dir),
+                 args.data_root, args.max_drop, args.calibration, args.latency_runs)
+    except UsageError as err:
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

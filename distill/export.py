@@ -1,0 +1,132 @@
+"""Deployable files from a trained network: ONNX fp32, verified against PyTorch, and int8 by static quantization.
+
+Needs the ``compress`` extra (``pip install -e ".[compress]"``: onnx, onnxscript, onnxruntime);
+a missing package is a one-line error naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distill.errors import UsageError
+from distill.run_dir import atomic_write
+
+INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
+
+
+def require(module: str) -> Any:
+    """Imports an optional dependency of the compression stage, or says which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise UsageError(f"{module} is not installed; install the compression extra: pip install -e \".[compress]\"") from None
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """Writes ``model`` (eval mode) as one ONNX file with a dynamic batch axis, atomically.
+
+    Exported with ``torch.onnx.export(dynamo=True)``; the weights are kept inside the file (no
+    ``.onnx.data`` beside it), which ONNX allows up to 2 GB.
+    """
+    require("onnxscript")
+    model = model.eval().cpu()
+    example = torch.zeros(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model.onnx"
+        torch.onnx.export(model, (example,), str(staged), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+        if any(p.name != "model.onnx" for p in Path(tmp).iterdir()):
+            raise UsageError("the ONNX export wrote external weight files; the model is too large for one file")
+        atomic_write(path, lambda f: f.write(staged.read_bytes()))
+    return path
+
+
+class OnnxClassifier:
+    """An ONNX classifier run by onnxruntime on the CPU, called like a network: inputs (B, ...) -> logits (B, K).
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads of the session (set explicitly, so timings say what they ran with).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        self.threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        array = inputs.detach().cpu().float().contiguous().numpy()
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
+
+    def eval(self) -> "OnnxClassifier":
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "OnnxClassifier":
+        return self
+
+
+@torch.no_grad()
+def verify_onnx(onnx_model: OnnxClassifier, model: nn.Module, inputs: Tensor, atol: float = 1e-4) -> dict[str, float]:
+    """Compares the ONNX file's logits with PyTorch's on ``inputs``.
+
+    Raises:
+        UsageError: the largest logit difference exceeds ``atol`` or a top-1 prediction differs.
+    """
+    expected = model.eval().cpu()(inputs)
+    got = onnx_model(inputs)
+    max_diff = float((expected - got).abs().max())
+    agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
+    if max_diff > atol or agreement < 1.0:
+        raise UsageError(f"{onnx_model.path} does not match PyTorch: max logit difference {max_diff:.2e} "
+                         f"(allowed {atol:.0e}), top-1 agreement {100 * agreement:.2f}%")
+    return {"max_logit_diff": max_diff, "top1_agreement": agreement}
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: Iterator[Tensor]) -> Path:
+    """Static int8 quantization by onnxruntime: QDQ format, per-channel int8 weights, uint8 activations.
+
+    The graph is first prepared with ``quant_pre_process`` (shape inference, folding); activation
+    ranges come from ``calibration`` batches (training inputs, never test ones). Weights use 7 of
+    their 8 bits (``reduce_range``): on x86 CPUs without VNNI, uint8 x int8 products saturate the
+    16-bit accumulators otherwise (onnxruntime's own advice). Measured on this project's cnn_wide
+    teacher on such a CPU: 90.84% without it, 92.91% with it, against 93.00% in fp32.
+    """
+    quantization = require("onnxruntime.quantization")
+    shape_inference = require("onnxruntime.quantization.shape_inference")
+
+    class Reader(quantization.CalibrationDataReader):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            self.batches = ({INPUT: batch.cpu().float().numpy()} for batch in calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        shape_inference.quant_pre_process(str(fp32_path), str(prepared))
+        quantization.quantize_static(str(prepared), str(quantized), Reader(),
+                                     quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                                     weight_type=quantization.QuantType.QInt8,
+                                     activation_type=quantization.QuantType.QUInt8, reduce_range=True)
+        atomic_write(out_path, lambda f: f.write(quantized.read_bytes()))
+    return out_path
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes of a model file and of any external data file written beside it."""
+    extra = path.with_name(path.name + ".data")
+    return os.path.getsize(path) + (os.path.getsize(extra) if extra.exists() else 0)
