@@ -27,7 +27,7 @@ from distill.checkpoint_io import AtomicCheckpointIO
 from distill.data import DATA_MODULES
 from distill.errors import UsageError
 from distill.losses import DISTILLERS
-from distill.modules import ClassifierSystem, DistillModule, TeacherModule
+from distill.modules import ClassifierSystem, DistillModule, PruneModule, TeacherModule
 
 RECIPES = Path(__file__).resolve().parents[1] / "teachers"
 
@@ -37,6 +37,8 @@ STAGES: dict[str, tuple[type[ClassifierSystem], str, Path]] = {
                 RECIPES / "fashion_mnist" / "cnn_wide.yaml"),
     "student": (DistillModule, "distill a frozen teacher into a smaller network (the student)",
                 RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini.yaml"),
+    "prune": (PruneModule, "remove channels of a trained network, then fine-tune it against the teacher",
+              RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini-pruned.yaml"),
 }
 
 DEFAULT_DATA = "images"  # the DataModule a stage uses unless --data names another

@@ -1,9 +1,9 @@
-"""Command line: ``python -m distill.compress --ckpt STUDENT [--teacher TEACHER] --out_dir DIR``.
+"""Command line: ``python -m distill.compress --ckpt STUDENT [PRUNED ...] [--teacher TEACHER] --out_dir DIR``.
 
 Exports each network to ONNX (fp32, checked against PyTorch), quantizes it to int8 (onnxruntime,
 static, calibrated on training images), measures every artifact side by side on the test set and
 the CPU, and names the artifact to ship: the fastest at batch 1 within ``--max_drop`` points of
-the student in PyTorch. Writes the ``.onnx`` files, ``compress.json``, ``compress.md`` and
+the first student in PyTorch. Each network is named by its run directory (``student``, ``pruned``). Writes the ``.onnx`` files, ``compress.json``, ``compress.md`` and
 ``compress.png`` (accuracy against latency), all at once when everything succeeded.
 """
 
@@ -26,7 +26,7 @@ from rich.table import Table
 from distill import cost, metrics
 from distill.checkpoint import Trained, load_trained
 from distill.errors import UsageError
-from distill.evaluate import check_same_task, datamodule_for
+from distill.evaluate import check_same_task, datamodule_for, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.finish import test_logits
 from distill.run_dir import atomic_write_text
@@ -81,17 +81,22 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     ]
 
 
-def compress(student: Path, teacher: Path | None, out_dir: Path, data_root: str | None = None, max_drop: float = 0.3,
-             calibration_images: int = 512, latency_runs: int = 30, console: Console | None = None) -> dict[str, Any]:
+def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_root: str | None = None,
+             max_drop: float = 0.3, calibration_images: int = 512, latency_runs: int = 30,
+             console: Console | None = None) -> dict[str, Any]:
     """Builds, measures and reports every artifact; returns what ``compress.json`` holds."""
     console = console or Console()
     if max_drop < 0:
         raise UsageError(f"--max_drop must be >= 0 points, got {max_drop}")
-    sources = {"student": load_trained(student)}
+    names = name_models(students)
+    sources = {name: load_trained(path) for name, path in zip(names, students)}
+    reference = names[0]  # the student the accuracy budget is counted from
     if teacher is not None:
+        if "teacher" in sources:
+            raise UsageError("a student's run directory is named 'teacher'; rename it to tell the two apart")
         sources = {"teacher": load_trained(teacher), **sources}
     check_same_task(list(sources.values()))
-    data = datamodule_for(sources["student"], data_root, 1000)
+    data = datamodule_for(sources[reference], data_root, 1000)
     calibration = calibration_batches(data, calibration_images)
     check_inputs = next(iter(data.test_batches()))[0][:256].cpu()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,7 @@ def compress(student: Path, teacher: Path | None, out_dir: Path, data_root: str 
         rows: list[dict[str, Any]] = []
         for role, trained in sources.items():
             rows += artifacts_of(role, trained, work, data, calibration, check_inputs)
-        input_shape = tuple(sources["student"].hparams["input_shape"])
+        input_shape = tuple(sources[reference].hparams["input_shape"])
         speeds = interleaved_speed({r["name"]: r["model_obj"] for r in rows}, input_shape, latency_runs)
         logits_of: dict[str, torch.Tensor] = {}
         for row in rows:
@@ -108,7 +113,7 @@ def compress(student: Path, teacher: Path | None, out_dir: Path, data_root: str 
             logits_of[row["name"]] = logits
             quality = metrics.quality(logits, labels)
             row.update(acc=quality["acc"], f1=quality["f1"], test_samples=len(labels), **speeds[row["name"]])
-        report = summarize(rows, logits_of, max_drop)
+        report = summarize(rows, logits_of, max_drop, reference)
         report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop,
                       calibration_images=sum(len(b) for b in calibration))
         atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
@@ -124,7 +129,8 @@ def compress(student: Path, teacher: Path | None, out_dir: Path, data_root: str 
     return report
 
 
-def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
+              reference: str) -> dict[str, Any]:
     """Ratios, agreements, the recommended artifact and plain statements about what paid off."""
     by_name = {r["name"]: r for r in rows}
     for row in rows:
@@ -136,14 +142,14 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
         row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
         row.pop("model_obj")
-    student = by_name["student (PyTorch)"]
+    student = by_name[f"{reference} (PyTorch)"]
     budget = student["acc"] - max_drop / 100
-    candidates = [r for r in rows if r["role"] == "student" and r["acc"] >= budget - 1e-12]
+    candidates = [r for r in rows if r["role"] != "teacher" and r["acc"] >= budget - 1e-12]
     recommended = min(candidates, key=lambda r: r["latency_ms"])
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
-                  f"student artifact at batch 1 within {max_drop} points of the student in PyTorch "
+                  f"student artifact at batch 1 within {max_drop} points of {reference} in PyTorch "
                   f"({100 * recommended['acc']:.2f}% against {100 * student['acc']:.2f}%)"]
-    for role in {r["role"] for r in rows}:
+    for role in dict.fromkeys(r["role"] for r in rows):
         int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
         if int8["latency_ms"] > fp32["latency_ms"]:
             statements.append(f"{role}: int8 is slower than fp32 at batch 1 ({int8['latency_ms']:.3f} against "
@@ -224,7 +230,9 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     parser = _OneLineParser(prog="python -m distill.compress", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", default="checkpoints/student/best.ckpt", help="the student checkpoint to compress")
+    parser.add_argument("--ckpt", nargs="+", default=["checkpoints/student/best.ckpt"],
+                        help="the student checkpoint(s) to compress, e.g. the distilled one and its pruned version; "
+                             "the first is the reference of --max_drop")
     parser.add_argument("--teacher", default=None, help="also export and measure this teacher checkpoint")
     parser.add_argument("--out_dir", default="compressed", help="where the artifacts and the report go")
     parser.add_argument("--data_root", default=None, help="dataset directory, if not where training found it")
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.calibration < 1 or args.latency_runs < 3:
             raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
-        compress(Path(args.ckpt), None if args.teacher is None else Path(args.teacher), Path(args.out_dir),
+        compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher), Path(args.out_dir),
                  args.data_root, args.max_drop, args.calibration, args.latency_runs)
     except UsageError as err:
         if os.environ.get("DISTILL_DEBUG"):

@@ -80,11 +80,9 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         seed=seed,
         train_seconds=round(train_seconds, 1),
     )
+    metrics.update(module.report_metrics())
     if module.distills:
         teacher: Any = module
-        metrics.update(teacher_ckpt=teacher.hparams.teacher_ckpt, teacher_params=teacher.teacher_params,
-                       method=teacher.hparams.method, method_settings=teacher.hparams.method_settings,
-                       teacher_tta=teacher.teacher_tta)
         # The teacher as it taught (its test-time views included), on the same test set.
         classifier = with_tta(teacher.teacher, teacher.teacher_tta, teacher.teacher_fill)
         metrics["teacher_test_acc"] = model_test_metrics(classifier, data, trainer.strategy.root_device)["test/acc"]

@@ -13,6 +13,8 @@ RECIPES = sorted(TEACHERS.rglob("*.yaml"))
 
 
 def stage_of(path: Path) -> str:
+    if path.stem.endswith("-pruned"):
+        return "prune"
     return "student" if "-to-" in path.stem else "teacher"
 
 
@@ -27,9 +29,20 @@ def test_recipe_parses(path, capsys):
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     recipe = yaml.safe_load(path.read_text())
-    assert printed["model"]["model"] == recipe["model"]["model"] in list_models()
+    if stage_of(path) == "prune":  # the architecture is the source checkpoint's
+        assert printed["model"]["source_ckpt"] == recipe["model"]["source_ckpt"]
+    else:
+        assert printed["model"]["model"] == recipe["model"]["model"] in list_models()
     assert printed["data"]["class_path"] == "distill.data.ImageDataModule"  # the default DataModule
     assert printed["data"]["init_args"]["dataset"] == path.parent.name
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "prune"], ids=lambda p: p.name)
+def test_prune_recipe_prunes_the_student_recipe_beside_it_against_its_teacher(path):
+    student_recipe = path.with_name(path.stem.removesuffix("-pruned") + ".yaml")
+    student, prune = yaml.safe_load(student_recipe.read_text()), yaml.safe_load(path.read_text())
+    assert prune["model"]["source_ckpt"] == f"{student['run_dir']}/best.ckpt"
+    assert prune["model"]["teacher_ckpt"] == student["model"]["teacher_ckpt"]
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "student"],
@@ -46,6 +59,7 @@ def test_student_recipe_has_its_teacher_beside_it(path):
 
 
 FASHION_MNIST_STUDENTS = [p for p in RECIPES if stage_of(p) == "student" and p.parent.name == "fashion_mnist"]
+assert FASHION_MNIST_STUDENTS
 
 
 @pytest.mark.parametrize("path", FASHION_MNIST_STUDENTS, ids=lambda p: p.name)
@@ -64,7 +78,8 @@ def contains(big, small) -> bool:
     return big == small
 
 
-@pytest.mark.parametrize(("stage", "recipe"), [("teacher", "cnn_wide.yaml"), ("student", "cnn_wide-to-cnn_mini.yaml")])
+@pytest.mark.parametrize(("stage", "recipe"), [("teacher", "cnn_wide.yaml"), ("student", "cnn_wide-to-cnn_mini.yaml"),
+                                              ("prune", "cnn_wide-to-cnn_mini-pruned.yaml")])
 def test_bare_command_runs_the_demo_recipe_file(stage, recipe, capsys):
     # The demo's numbers are written once, in its recipe: the bare command reads that file as its defaults.
     from distill.cli import STAGES

@@ -104,8 +104,7 @@ class ClassifierSystem(LightningModule):
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
         self.save_hyperparameters(ignore=self.hyperparameters_kept_apart())
-        self.model = self.to_memory_format(
-            create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {})))
+        self.model = self.to_memory_format(self.build_network())
         if compile:
             self.model.compile()
         self._l2_params: list[Tensor] | None = None  # decayed parameters, split once on first use
@@ -124,6 +123,19 @@ class ClassifierSystem(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def build_network(self) -> nn.Module:
+        """The network this system trains: the registry architecture, freshly initialized.
+
+        A stage that starts from another network (a pruned one) overrides this; the hyperparameters
+        are saved by then.
+        """
+        hp = self.hparams
+        return create_model(hp.model, num_classes=hp.num_classes, in_channels=hp.input_shape[0], **(hp.model_kwargs or {}))
+
+    def report_metrics(self) -> dict[str, Any]:
+        """What this stage adds to ``metrics.json`` beyond the test figures (plain values)."""
+        return {}
 
     def hyperparameters_kept_apart(self) -> list[str]:
         """Constructor arguments that are not plain values, stored by the subclass in its own form."""

@@ -88,6 +88,11 @@ class DistillModule(ClassifierSystem):
     def hyperparameters_kept_apart(self) -> list[str]:
         return ["method"]
 
+    def report_metrics(self) -> dict[str, Any]:
+        return {**super().report_metrics(), "teacher_ckpt": self.hparams.teacher_ckpt,
+                "teacher_params": self.teacher_params, "method": self.hparams.method,
+                "method_settings": self.hparams.method_settings, "teacher_tta": self.teacher_tta}
+
     @property
     def distills(self) -> bool:
         return True

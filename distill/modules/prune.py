@@ -1,0 +1,114 @@
+"""Stage three: structured pruning of a trained network, then fine-tuning it against the teacher."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from distill.checkpoint import load_trained
+from distill.errors import UsageError
+from distill.export import require
+from distill.models import count_parameters
+from distill.modules.distill import DistillModule
+
+IMPORTANCES = ("magnitude", "lamp")
+
+
+def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: float, importance: str = "magnitude",
+                   round_to: int | None = None, iterative_steps: int = 1) -> nn.Module:
+    """Removes whole channels from ``network`` in place with torch-pruning's dependency graph (DepGraph).
+
+    Layers coupled by BatchNorm, residual additions or concatenations lose the same channels; the
+    last linear layer (the classes) is kept. Runs with autograd on (the library traces the network
+    through it) and in eval mode (BatchNorm statistics untouched).
+
+    Args:
+        network: The trained network.
+        input_shape: One input's shape (C, H, W), for tracing.
+        ratio: Fraction of each prunable layer's channels removed, in (0, 1).
+        importance: ``magnitude`` (L2 norm of each channel group's weights) or ``lamp``
+            (layer-adaptive magnitude, Lee et al. 2021).
+        round_to: Keep channel counts multiples of this (SIMD-friendly widths); None: any count.
+        iterative_steps: Reach ``ratio`` in this many equal steps, importance re-measured at each.
+    """
+    tp = require("torch_pruning")
+    if not 0.0 < ratio < 1.0:
+        raise UsageError(f"pruning_ratio must be in (0, 1), got {ratio}")
+    if importance not in IMPORTANCES:
+        raise UsageError(f"unknown importance {importance!r}; valid: {', '.join(IMPORTANCES)}")
+    if iterative_steps < 1 or (round_to is not None and round_to < 1):
+        raise UsageError(f"iterative_steps and round_to must be >= 1, got {iterative_steps} and {round_to}")
+    linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
+    scorer = tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude" else tp.importance.LAMPImportance(p=2)
+    was_training = network.training
+    network.eval()
+    with torch.enable_grad():
+        example = torch.zeros(1, *input_shape)
+        pruner = tp.pruner.MetaPruner(network, example, importance=scorer, pruning_ratio=ratio,
+                                      iterative_steps=iterative_steps, ignored_layers=linears[-1:], round_to=round_to)
+        for _ in range(iterative_steps):
+            pruner.step()
+    network.train(was_training)
+    return network
+
+
+def macs(network: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on one input (torch-pruning's counter)."""
+    tp = require("torch_pruning")
+    with torch.no_grad():
+        count, _ = tp.utils.count_ops_and_params(network, torch.zeros(1, *input_shape))
+    return int(count)
+
+
+class PruneModule(DistillModule):
+    """Prunes a trained network's channels (``source_ckpt``), then distills the teacher into what is left.
+
+    The pruned network's checkpoints hold its narrower layers as plain tensors: it is evaluated,
+    exported and used as a teacher like any other (``distill.checkpoint`` rebuilds it at its widths).
+    Resuming prunes the source again (deterministically) before the weights are loaded.
+
+    Args:
+        teacher_ckpt: The teacher the pruned network is fine-tuned against.
+        source_ckpt: The trained network to prune (by default the demo's student).
+        pruning_ratio: Fraction of channels removed from each prunable layer, in (0, 1).
+        importance: How channels are ranked: ``magnitude`` or ``lamp``.
+        round_to: Keep channel counts multiples of this (e.g. 8 or 16 for vectorized kernels); None: any.
+        iterative_steps: Reach the ratio in this many steps (importance re-measured at each).
+        model: The source's architecture, read from ``source_ckpt`` (None); another name is refused.
+        **kwargs: Everything ``DistillModule`` takes (method, teacher views and cache, optimizer, schedule).
+    """
+
+    def __init__(self, teacher_ckpt: str, source_ckpt: str = "checkpoints/student/best.ckpt",
+                 pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp"] = "magnitude",
+                 round_to: int | None = None, iterative_steps: int = 1, model: str | None = None,
+                 **kwargs: Any) -> None:
+        source = load_trained(source_ckpt)
+        if model is not None and model != source.hparams["model"]:
+            raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
+        self._source = source
+        kwargs.setdefault("model_kwargs", source.hparams.get("model_kwargs"))
+        super().__init__(model=source.hparams["model"], teacher_ckpt=teacher_ckpt, **kwargs)
+        self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
+        del self._source
+
+    def build_network(self) -> nn.Module:
+        hp, source = self.hparams, self._source
+        if source.hparams["num_classes"] != hp.num_classes or tuple(source.hparams["input_shape"]) != tuple(hp.input_shape):
+            raise UsageError(f"source {source.path} was trained for {source.hparams['num_classes']} classes of "
+                             f"{tuple(source.hparams['input_shape'])} inputs, the data has {hp.num_classes} of "
+                             f"{tuple(hp.input_shape)}")
+        network = source.network
+        shape = tuple(hp.input_shape)
+        before = {"params": count_parameters(network), "macs": macs(network, shape)}
+        prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps)
+        after = {"params": count_parameters(network), "macs": macs(network, shape)}
+        self.pruning = {"source_ckpt": str(source.path), "source_params": before["params"],
+                        "source_macs": before["macs"], "macs": after["macs"],
+                        "macs_reduction": before["macs"] / max(after["macs"], 1),
+                        "params_reduction": before["params"] / max(after["params"], 1)}
+        return network
+
+    def report_metrics(self) -> dict[str, Any]:
+        return {**super().report_metrics(), **self.pruning}

@@ -1,0 +1,73 @@
+"""python -m distill.compress end to end on the session's tiny teacher and student, and its bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill.compress import main
+
+pytest.importorskip("onnxruntime")
+
+FAST = ["--latency_runs", "3", "--calibration", "64"]
+
+
+def test_compress_writes_every_artifact_and_a_report_naming_one(teacher_run, student_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--teacher", str(teacher_run / "best.ckpt"),
+                 "--out_dir", str(out), *FAST]) == 0
+    student = student_run.name  # each network is named by its run directory
+    names = {p.name for p in out.iterdir()}
+    assert {f"{student}.onnx", f"{student}.int8.onnx", "teacher.onnx", "teacher.int8.onnx", "compress.json",
+            "compress.md", "compress.png", f"{student}.json"} <= names
+    report = json.loads((out / "compress.json").read_text())
+    rows = {r["name"]: r for r in report["artifacts"]}
+    assert set(rows) == {f"{role} ({kind})" for role in ("teacher", student)
+                         for kind in ("PyTorch", "ONNX fp32", "ONNX int8")}
+    for row in rows.values():
+        assert {"params", "flops", "bytes", "size_ratio", "acc", "f1", "acc_change_points", "agreement_with_fp32",
+                "latency_ms", "throughput", "speedup_vs_pytorch", "speedup_vs_onnx_fp32", "threads"} <= set(row)
+    assert rows[f"{student} (ONNX fp32)"]["acc"] == pytest.approx(rows[f"{student} (PyTorch)"]["acc"])
+    assert rows[f"{student} (ONNX fp32)"]["agreement_with_fp32"] == 1.0
+    assert report["recommended"].startswith(f"{student} (")
+    recommended = rows[report["recommended"]]
+    assert recommended["acc"] >= rows[f"{student} (PyTorch)"]["acc"] - 0.003
+    assert report["headline"]["params_ratio"] == pytest.approx(rows["teacher (PyTorch)"]["params"] / recommended["params"])
+    assert "recommended:" in capsys.readouterr().out
+    sidecar = json.loads((out / f"{student}.json").read_text())
+    assert sidecar["input_shape"] == [1, 28, 28] and sidecar["data"]["dataset"] == "fashion_mnist"
+
+
+def test_a_failed_export_leaves_nothing_in_the_output_directory(student_run, tmp_path, monkeypatch, capsys):
+    import distill.compress as compress_module
+    from distill.errors import UsageError
+
+    def mismatch(*args, **kwargs):
+        raise UsageError("student.onnx does not match PyTorch: max logit difference 1.0e+00")
+
+    monkeypatch.setattr(compress_module, "verify_onnx", mismatch)
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(out), *FAST]) == 2
+    assert "does not match PyTorch" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []  # no partial files, no staging left
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max_drop", "-1"], "--max_drop must be >= 0"),
+    (["--calibration", "0"], "--calibration must be >= 1"),
+    (["--ckpt", "nowhere.ckpt"], "checkpoint nowhere.ckpt not found"),
+])
+def test_bad_input_is_one_line(student_run, tmp_path, capsys, args, message):
+    argv = ["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(tmp_path / "o"), *FAST, *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2)}, bad)
+    assert main(["--ckpt", str(bad), "--out_dir", str(tmp_path / "o")]) == 2
+    assert "not a distill checkpoint" in capsys.readouterr().err

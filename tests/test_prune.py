@@ -1,0 +1,65 @@
+"""Structured pruning: shapes kept, reloads exactly at the pruned widths, and the prune stage through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill.checkpoint import load_trained
+from distill.errors import UsageError
+from distill.models import count_parameters, create_model
+from distill.modules.prune import macs, prune_channels
+from distill.train import main
+from tests.conftest import FAST
+
+pytest.importorskip("torch_pruning")
+
+
+@pytest.mark.parametrize("name, shape", [("cnn_small", (1, 28, 28)), ("resnet8", (3, 32, 32)), ("wrn_16_1", (3, 32, 32))])
+def test_pruning_keeps_forward_shapes_and_reloads_exactly_with_weights_only(name, shape, teacher_run, tmp_path):
+    torch.manual_seed(0)
+    network = create_model(name, num_classes=10, in_channels=shape[0]).eval()
+    before_params, before_macs = count_parameters(network), macs(network, shape)
+    prune_channels(network, shape, ratio=0.5, round_to=4)
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        out = network(x)
+    assert out.shape == (3, 10)
+    assert count_parameters(network) < 0.45 * before_params and macs(network, shape) < 0.45 * before_macs
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 4 == 0 for c in convs[1:])  # round_to: SIMD-friendly widths
+    # A checkpoint holding the pruned weights (plain tensors) rebuilds at the pruned widths.
+    ckpt = torch.load(teacher_run / "best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"].update(model=name, input_shape=list(shape), num_classes=10, model_kwargs=None)
+    ckpt["state_dict"] = {f"model.{k}": v for k, v in network.state_dict().items()}
+    torch.save(ckpt, tmp_path / "pruned.ckpt")
+    rebuilt = load_trained(tmp_path / "pruned.ckpt").network
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), out)
+
+
+def test_the_prune_stage_trains_through_the_cli_and_its_result_loads_back(teacher_run, student_run, tmp_path):
+    run_dir = tmp_path / "pruned"
+    assert main(["prune", "--model.source_ckpt", str(student_run / "best.ckpt"), "--model.teacher_ckpt",
+                 str(teacher_run / "best.ckpt"), "--model.pruning_ratio", "0.5", "--run_dir", str(run_dir), *FAST]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    source = json.loads((student_run / "metrics.json").read_text())
+    assert metrics["stage"] == "prune" and metrics["model"] == source["model"]
+    assert metrics["params"] < 0.45 * source["params"] and metrics["macs_reduction"] > 2.5
+    assert metrics["source_params"] == source["params"] and metrics["method"] == "kd"
+    network = load_trained(run_dir / "best.ckpt").network
+    assert count_parameters(network) == metrics["params"]
+    assert network(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # Resume: the source is pruned again, deterministically, and the checkpoint loads strictly.
+    assert main(["prune", "--model.source_ckpt", str(student_run / "best.ckpt"), "--model.teacher_ckpt",
+                 str(teacher_run / "best.ckpt"), "--run_dir", str(run_dir), "--ckpt_path", "last",
+                 "--trainer.max_epochs", "2", *FAST[2:]]) == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [({"ratio": 1.0}, r"pruning_ratio must be in \(0, 1\)"),
+                                             ({"ratio": 0.5, "importance": "taylor"}, "unknown importance 'taylor'")])
+def test_bad_pruning_settings_are_one_line(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        prune_channels(create_model("cnn_tiny", num_classes=10, in_channels=1), (1, 28, 28), **kwargs)
