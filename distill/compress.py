@@ -9,7 +9,6 @@ the first student in PyTorch. Each network is named by its run directory (``stud
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from distill import cost, metrics
 from distill.checkpoint import Trained, load_trained
-from distill.errors import UsageError
+from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, datamodule_for, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.finish import test_logits
@@ -222,14 +221,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m distill.compress", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m distill.compress", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", nargs="+", default=["checkpoints/student/best.ckpt"],
                         help="the student checkpoint(s) to compress, e.g. the distilled one and its pruned version; "
                              "the first is the reference of --max_drop")
@@ -241,17 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=512, help="training images calibrating int8 activations")
     parser.add_argument("--latency_runs", type=int, default=30, help="timed batch-1 runs per artifact")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.calibration < 1 or args.latency_runs < 3:
             raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
-        compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher), Path(args.out_dir),
-                 args.data_root, args.max_drop, args.calibration, args.latency_runs)
-    except UsageError as err:
-        if os.environ.get("DISTILL_DEBUG"):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    return 0
+        compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher),
+                 Path(args.out_dir), args.data_root, args.max_drop, args.calibration, args.latency_runs)
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,8 @@ table, ``compare.json``, ``compare.md`` and PNG plots in ``--out_dir``.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from torch import Tensor
 from distill import cost, metrics, plots
 from distill.checkpoint import Trained, load_trained
 from distill.data import DATA_MODULES
-from distill.errors import UsageError
+from distill.errors import OneLineParser, UsageError, exit_code
 from distill.finish import test_logits
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text
@@ -231,14 +229,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m distill.evaluate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m distill.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher checkpoint (default {DEFAULT_TEACHER})")
     parser.add_argument("--student", nargs="+", default=DEFAULT_STUDENTS,
                         help="one or more student checkpoints, e.g. distilled and trained alone")
@@ -253,18 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export_safetensors", action="store_true",
                         help="also write each model's weights as OUT_DIR/<name>.safetensors (no pickle)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.batch_size < 1 or args.latency_runs < 1:
             raise UsageError("--batch_size and --latency_runs must be >= 1")
         evaluate(Path(args.teacher), [Path(p) for p in args.student], Path(args.out_dir), args.data_root,
                  args.batch_size, args.latency_runs, args.device, export_safetensors=args.export_safetensors,
                  teacher_tta=args.teacher_tta)
-    except UsageError as err:
-        if os.environ.get("DISTILL_DEBUG"):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-import json
 import os
 import pickle
 
@@ -6,12 +5,10 @@ import pytest
 import torch
 
 from distill.checkpoint import load_checkpoint, load_trained, model_from_checkpoint
-from distill.data import ImageDataModule
 from distill.errors import UsageError
 from distill.models import create_model
 from distill.models import tta
 from distill.train import main
-from tests.conftest import fast
 
 
 class Payload:

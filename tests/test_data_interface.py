@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
 from distill.data import DATA_MODULES, DistillData
 from distill.data.interface import check_data
