@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -257,6 +260,25 @@ class ImageDataModule(LightningDataModule):
                                 num_workers=self.num_workers)
             for images, _, idx in loader:
                 yield self.transform(images, train=False), idx
+
+    def read_files(self, paths: list[Path]) -> Tensor:
+        """Image files as model-ready inputs (B, C, H, W): grey or RGB as the data, resized, normalized.
+
+        The preprocessing the network was trained with, for ``python -m distill.predict``.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        side, mode = self.info.image_size, "L" if self.info.in_channels == 1 else "RGB"
+        arrays = []
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    pixels = image.convert(mode).resize((side, side), Image.Resampling.BILINEAR)
+            except (OSError, UnidentifiedImageError):
+                raise UsageError(f"{path} is not an image this data can read") from None
+            array = np.asarray(pixels, dtype=np.uint8).reshape(side, side, -1)  # (H, W, C)
+            arrays.append(torch.from_numpy(array.copy()).permute(2, 0, 1))  # (C, H, W)
+        return self.transform(torch.stack(arrays), train=False)
 
     def num_training_samples(self) -> int:
         """Size of the full training array (training and validation parts) that indices point into."""

@@ -1,0 +1,112 @@
+"""Command line: ``python -m distill.predict --model PATH --input DIR_OR_FILE --out predictions.csv``.
+
+Runs any artifact, a checkpoint or an ``.onnx`` file from ``distill.compress``, on image files with
+the preprocessing the network was trained with (read from the checkpoint, or from the ``.json``
+written beside the ONNX file), and writes the predicted class, its probability and the top-k.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from distill.checkpoint import load_trained
+from distill.data import DATA_MODULES
+from distill.errors import OneLineParser, UsageError, exit_code
+from distill.export import OnnxClassifier
+from distill.run_dir import atomic_write_text
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def load_artifact(path: Path) -> tuple[Any, Any]:
+    """The classifier in ``path`` and the DataModule that prepares its inputs.
+
+    A checkpoint names its DataModule and arguments itself; an ONNX file has them in the ``.json``
+    beside it. The DataModule class comes from the registry by name, never from an import path in a file.
+    """
+    if path.suffix == ".onnx":
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise UsageError(f"{sidecar} not found: the preprocessing of {path.name} is written there by distill.compress")
+        spec = json.loads(sidecar.read_text())
+        model, name, arguments = OnnxClassifier(path), spec.get("data_module") or "images", spec.get("data") or {}
+    else:
+        trained = load_trained(path)
+        model, name, arguments = trained.network, trained.data_module or "images", trained.data_hparams
+    data_class = DATA_MODULES.get(name)
+    accepted = inspect.signature(data_class.__init__).parameters
+    data = data_class(**{k: v for k, v in arguments.items() if k in accepted})
+    if not hasattr(data, "read_files"):
+        raise UsageError(f"the {name} data module cannot read input files (it has no read_files)")
+    return model, data
+
+
+def input_files(source: Path) -> list[Path]:
+    """``source`` itself, or every image file below it, in a stable order."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise UsageError(f"--input {source}: no such file or directory")
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"--input {source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+@torch.no_grad()
+def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_size: int = 256) -> list[dict[str, Any]]:
+    """Predicts every input file and writes the CSV atomically; returns its rows."""
+    model, data = load_artifact(model_path)
+    model = model.eval()
+    classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
+    files = input_files(source)
+    k = max(1, min(top_k, len(classes)))
+    rows: list[dict[str, Any]] = []
+    with Progress(transient=True, disable=len(files) <= batch_size) as progress:
+        task = progress.add_task("predicting", total=len(files))
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            probs = torch.softmax(model(data.read_files(chunk)).float(), dim=1)  # (B, K)
+            top = probs.topk(k, dim=1)
+            for path, values, indices in zip(chunk, top.values.tolist(), top.indices.tolist()):
+                row: dict[str, Any] = {"file": str(path), "class": classes[indices[0]], "probability": round(values[0], 6)}
+                for rank, (value, index) in enumerate(zip(values, indices), start=1):
+                    row[f"top{rank}"], row[f"top{rank}_probability"] = classes[index], round(value, 6)
+                rows.append(row)
+            progress.advance(task, len(chunk))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out, buffer.getvalue())
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m distill.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a checkpoint (.ckpt) or an ONNX file from distill.compress")
+    parser.add_argument("--input", required=True, help="an image file, or a folder searched recursively for images")
+    parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default predictions.csv)")
+    parser.add_argument("--top_k", type=int, default=3, help="classes listed per input, most probable first")
+    parser.add_argument("--batch_size", type=int, default=256, help="inputs per forward pass")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        if args.top_k < 1 or args.batch_size < 1:
+            raise UsageError("--top_k and --batch_size must be >= 1")
+        rows = predict(Path(args.model), Path(args.input), Path(args.out), args.top_k, args.batch_size)
+        print(f"{len(rows)} predictions -> {args.out}")
+
+    return exit_code(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
