@@ -58,6 +58,18 @@ def test_the_prune_stage_trains_through_the_cli_and_its_result_loads_back(teache
                  "--trainer.max_epochs", "2", *FAST[2:]]) == 0
 
 
+def test_a_macs_target_is_reached_progressively_or_refused():
+    shape = (1, 28, 28)
+    network = create_model("cnn_small", num_classes=10, in_channels=1).eval()
+    before = macs(network, shape)
+    prune_channels(network, shape, ratio=0.9, iterative_steps=20, target_macs_reduction=3.0)
+    after = macs(network, shape)
+    assert before >= 3.0 * after and before < 6.0 * after  # stopped soon after the target, not at ratio 0.9
+    with pytest.raises(UsageError, match="cannot be reached with pruning_ratio 0.1"):
+        prune_channels(create_model("cnn_small", num_classes=10, in_channels=1), shape, ratio=0.1,
+                       iterative_steps=2, target_macs_reduction=10.0)
+
+
 @pytest.mark.parametrize("kwargs, message", [({"ratio": 1.0}, r"pruning_ratio must be in \(0, 1\)"),
                                              ({"ratio": 0.5, "importance": "taylor"}, "unknown importance 'taylor'")])
 def test_bad_pruning_settings_are_one_line(kwargs, message):

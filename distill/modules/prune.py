@@ -17,7 +17,8 @@ IMPORTANCES = ("magnitude", "lamp")
 
 
 def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: float, importance: str = "magnitude",
-                   round_to: int | None = None, iterative_steps: int = 1) -> nn.Module:
+                   round_to: int | None = None, iterative_steps: int = 1,
+                   target_macs_reduction: float | None = None) -> nn.Module:
     """Removes whole channels from ``network`` in place with torch-pruning's dependency graph (DepGraph).
 
     Layers coupled by BatchNorm, residual additions or concatenations lose the same channels; the
@@ -32,6 +33,12 @@ def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: floa
             (layer-adaptive magnitude, Lee et al. 2021).
         round_to: Keep channel counts multiples of this (SIMD-friendly widths); None: any count.
         iterative_steps: Reach ``ratio`` in this many equal steps, importance re-measured at each.
+        target_macs_reduction: Instead of a fixed ratio: prune in ``iterative_steps`` steps toward
+            ``ratio`` (then the largest ratio allowed) and stop at the first step whose MACs are at
+            most 1/target of the original.
+
+    Raises:
+        UsageError: bad settings, or a MACs target the network cannot reach.
     """
     tp = require("torch_pruning")
     if not 0.0 < ratio < 1.0:
@@ -44,13 +51,22 @@ def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: floa
     scorer = tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude" else tp.importance.LAMPImportance(p=2)
     was_training = network.training
     network.eval()
+    if target_macs_reduction is not None and target_macs_reduction <= 1.0:
+        raise UsageError(f"target_macs_reduction must be > 1, got {target_macs_reduction}")
+    start_macs = macs(network, input_shape) if target_macs_reduction is not None else 0
     with torch.enable_grad():
         example = torch.zeros(1, *input_shape)
         pruner = tp.pruner.MetaPruner(network, example, importance=scorer, pruning_ratio=ratio,
                                       iterative_steps=iterative_steps, ignored_layers=linears[-1:], round_to=round_to)
         for _ in range(iterative_steps):
             pruner.step()
+            if target_macs_reduction is not None and start_macs >= target_macs_reduction * macs(network, input_shape):
+                break
     network.train(was_training)
+    if target_macs_reduction is not None and start_macs < target_macs_reduction * macs(network, input_shape):
+        reached = start_macs / macs(network, input_shape)
+        raise UsageError(f"a {target_macs_reduction}x MACs reduction cannot be reached with pruning_ratio {ratio} "
+                         f"(reached {reached:.2f}x); raise --model.pruning_ratio")
     return network
 
 
@@ -76,14 +92,16 @@ class PruneModule(DistillModule):
         importance: How channels are ranked: ``magnitude`` or ``lamp``.
         round_to: Keep channel counts multiples of this (e.g. 8 or 16 for vectorized kernels); None: any.
         iterative_steps: Reach the ratio in this many steps (importance re-measured at each).
+        target_macs_reduction: Stop pruning, step by step toward ``pruning_ratio``, once the MACs are
+            at most 1/target of the source's (e.g. 4.0 with ``pruning_ratio 0.9`` and ``iterative_steps 20``).
         model: The source's architecture, read from ``source_ckpt`` (None); another name is refused.
         **kwargs: Everything ``DistillModule`` takes (method, teacher views and cache, optimizer, schedule).
     """
 
     def __init__(self, teacher_ckpt: str, source_ckpt: str = "checkpoints/student/best.ckpt",
                  pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp"] = "magnitude",
-                 round_to: int | None = None, iterative_steps: int = 1, model: str | None = None,
-                 **kwargs: Any) -> None:
+                 round_to: int | None = None, iterative_steps: int = 1, target_macs_reduction: float | None = None,
+                 model: str | None = None, **kwargs: Any) -> None:
         source = load_trained(source_ckpt)
         if model is not None and model != source.hparams["model"]:
             raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
@@ -102,7 +120,8 @@ class PruneModule(DistillModule):
         network = source.network
         shape = tuple(hp.input_shape)
         before = {"params": count_parameters(network), "macs": macs(network, shape)}
-        prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps)
+        prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps,
+                       hp.target_macs_reduction)
         after = {"params": count_parameters(network), "macs": macs(network, shape)}
         self.pruning = {"source_ckpt": str(source.path), "source_params": before["params"],
                         "source_macs": before["macs"], "macs": after["macs"],
