@@ -166,7 +166,7 @@ class TeacherCache(Callback):
             rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
             return
         key = f"{data.fingerprint()}|views={module.teacher_views()}|dtype={self.dtype}"
-        path = self.path = cache_path(module.hparams.teacher_ckpt, key)
+        path = cache_path(module.hparams.teacher_ckpt, key)
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
         verb = "loaded"

@@ -36,6 +36,15 @@ def mirrors(tta: str) -> bool:
     return any(mirrored for *_, mirrored in TTA_VIEWS[tta])
 
 
+def invariances(tta: str) -> frozenset[str]:
+    """Random transforms of the input that leave the average over ``tta``'s views unchanged.
+
+    Every view set is closed under mirroring, so one with mirrored views gives an image and its
+    mirror the same output: a cache of its targets stays valid under random flips.
+    """
+    return frozenset({"hflip"}) if mirrors(tta) else frozenset()
+
+
 def label(model: str, tta: str) -> str:
     """How reports name a classifier: the architecture, with its view set if it averages over one."""
     return model if tta == "none" else f"{model} + {tta} TTA"
@@ -98,13 +107,16 @@ class TestTimeAugmented(nn.Module):
     (see ``invariant_to``).
     """
 
-    invariant_to = frozenset({"hflip"})  # random transforms that leave this module's output unchanged
-
     def __init__(self, model: nn.Module, tta: str, fill: Sequence[float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.tta = check_tta(tta)
         self.fill = None if fill is None else tuple(fill)  # a plain value, not a buffer: not part of the weights
+
+    @property
+    def invariant_to(self) -> frozenset[str]:
+        """Random transforms that leave this module's output unchanged (``invariances``)."""
+        return invariances(self.tta)
 
     def forward(self, images: Tensor) -> Tensor:
         return average_logits(self.model, images, self.tta, self.fill)

@@ -15,7 +15,7 @@ from distill.errors import UsageError
 from distill.features import FeatureRecorder, probe_shapes
 from distill.losses import KD, Distiller, Outputs, method_name
 from distill.models import count_parameters
-from distill.models.tta import average_logits, check_tta, describe, mirrors
+from distill.models.tta import average_logits, check_tta, describe, invariances, mirrors
 from distill.modules.classifier import ClassifierSystem
 from distill.teacher_cache import TeacherCache
 
@@ -147,8 +147,7 @@ class DistillModule(ClassifierSystem):
 
     def teacher_invariances(self) -> frozenset[str]:
         """Random transforms of the inputs that leave the teacher's logits unchanged."""
-        # Every view set is closed under mirroring: an input and its mirror get the same average.
-        return frozenset({"hflip"}) if mirrors(self.teacher_tta) else frozenset()
+        return invariances(self.teacher_tta)
 
     @torch.no_grad()
     def teacher_classifier(self, inputs: Tensor) -> Tensor:
