@@ -7,6 +7,7 @@ registry's defaults (a pruned one) loads as well; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distill.data import DATA_MODULES
 from distill.errors import UsageError
 from distill.models import create_model
 
@@ -131,3 +133,24 @@ def load_trained(path: str | Path) -> Trained:
     model.eval()
     return Trained(Path(path), model, hparams, dict(ckpt.get("datamodule_hyper_parameters") or {}),
                    ckpt.get("data_module"))
+
+
+def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size: int | None = None) -> Any:
+    """The DataModule a checkpoint was trained on, rebuilt from its saved registry name and arguments.
+
+    The class comes from ``distill.data.DATA_MODULES`` by the name the checkpoint recorded
+    (checkpoints from before it was recorded: ``images``), never imported from a path read in a file.
+
+    Args:
+        trained: The loaded checkpoint.
+        data_root: Where the data lies now, if not where training found it.
+        eval_batch_size: Batch size of the test and in-order training passes, if not the saved one.
+    """
+    data_class = DATA_MODULES.get(trained.data_module or "images")
+    accepted = inspect.signature(data_class.__init__).parameters
+    kwargs = {k: v for k, v in trained.data_hparams.items() if k in accepted}
+    if data_root is not None:
+        kwargs["root"] = data_root
+    if eval_batch_size is not None and "eval_batch_size" in accepted:
+        kwargs["eval_batch_size"] = eval_batch_size
+    return data_class(**kwargs)

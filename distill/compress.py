@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from distill import cost, metrics
-from distill.checkpoint import Trained, load_trained
+from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.evaluate import check_same_task, datamodule_for, name_models
+from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.finish import test_logits
 from distill.run_dir import atomic_write_text
@@ -64,12 +64,14 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     fp32 = OnnxClassifier(onnx_path)
     parity = verify_onnx(fp32, network, check_inputs)
     int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
-    sidecar = {"input_shape": list(input_shape), "classes": list(data.class_names), "model": trained.hparams["model"],
-               "data_module": trained.data_module or "images", "data": trained.data_hparams, "output": "logits"}
-    for path in (onnx_path, int8_path):
-        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
+    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"],
+               "classes": list(data.class_names), "model": trained.hparams["model"], "source": str(trained.path),
+               "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
+               "data": trained.data_hparams, "output": "logits"}
+    for path, fmt in ((onnx_path, "onnx fp32"), (int8_path, "onnx int8")):
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt}, indent=2) + "\n")
     return [
         {**base, "name": f"{role} (PyTorch)", "format": "pytorch fp32", "runtime": "torch eager", "model_obj": network,
          "file": None, "bytes": cost.weights_bytes(network)},
@@ -95,7 +97,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             raise UsageError("a student's run directory is named 'teacher'; rename it to tell the two apart")
         sources = {"teacher": load_trained(teacher), **sources}
     check_same_task(list(sources.values()))
-    data = datamodule_for(sources[reference], data_root, 1000)
+    data = rebuild_data(sources[reference], data_root, 1000)
     calibration = calibration_batches(data, calibration_images)
     check_inputs = next(iter(data.test_batches()))[0][:256].cpu()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

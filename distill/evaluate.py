@@ -7,7 +7,6 @@ table, ``compare.json``, ``compare.md`` and PNG plots in ``--out_dir``.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill import cost, metrics, plots
-from distill.checkpoint import Trained, load_trained
-from distill.data import DATA_MODULES
+from distill.checkpoint import Trained, rebuild_data
+from distill.export import OnnxClassifier, file_bytes, load_artifact
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.finish import test_logits
 from distill.models.tta import TTA_VIEWS, label, with_tta
@@ -31,10 +30,10 @@ DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
 
 
 def name_models(paths: list[Path]) -> list[str]:
-    """Report names: each checkpoint's run directory name, made unique."""
+    """Report names: each checkpoint's run directory name (an ONNX file's own name), made unique."""
     names: list[str] = []
     for path in paths:
-        base = path.parent.name or path.stem
+        base = path.name if path.suffix == ".onnx" else (path.parent.name or path.stem)
         name, i = base, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1
@@ -56,23 +55,6 @@ def check_same_task(models: list[Trained]) -> None:
                                  "compare checkpoints of the same task")
 
 
-def datamodule_for(trained: Trained, data_root: str | None, batch_size: int) -> Any:
-    """The test data the checkpoint was trained for, rebuilt from its saved DataModule name and arguments.
-
-    The DataModule class comes from the registry (``distill.data.DATA_MODULES``), by the name the
-    checkpoint recorded (checkpoints from before it was recorded: ``images``): never imported from
-    a path read in a file.
-    """
-    data_class = DATA_MODULES.get(trained.data_module or "images")
-    accepted = inspect.signature(data_class.__init__).parameters
-    kwargs = {k: v for k, v in trained.data_hparams.items() if k in accepted}
-    if data_root is not None:
-        kwargs["root"] = data_root
-    if "eval_batch_size" in accepted:
-        kwargs["eval_batch_size"] = batch_size
-    return data_class(**kwargs)
-
-
 def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
              batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
              console: Console | None = None, export_safetensors: bool = False,
@@ -84,10 +66,12 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     """
     console = console or Console()
     paths = [teacher, *students]
-    models = [load_trained(p) for p in paths]
+    if teacher_tta and teacher.suffix == ".onnx":
+        raise UsageError("--teacher_tta needs the teacher's checkpoint, not an ONNX file")
+    models = [load_artifact(p) for p in paths]
     check_same_task(models)
     names = name_models(paths)
-    data = datamodule_for(models[0], data_root, batch_size)
+    data = rebuild_data(models[0], data_root, batch_size)
     data.setup("test")
     # The views each classifier is evaluated under: the teacher's as asked (or as its stage once
     # recorded), every other network as it is.
@@ -112,9 +96,13 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
         else:
             entry["agreement_with_teacher"] = metrics.agreement(logits, teacher_logits)
         model = model.cpu()
-        entry.update(cost.cost(model, input_shape))
+        if isinstance(model, OnnxClassifier):  # its source's counts, recorded by distill.compress
+            entry.update(format=trained.hparams["format"], params=trained.hparams["params"],
+                         flops=trained.hparams["flops"], weights_bytes=file_bytes(trained.path))
+        else:
+            entry.update(format="pytorch fp32", **cost.cost(model, input_shape))
         entry["cpu"] = cost.speed(model, input_shape, torch.device("cpu"), runs=latency_runs)
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and isinstance(model, nn.Module):
             entry["gpu"] = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
             model.cpu()
         if trained.hparams.get("method_settings") is not None:  # a distilled student: how, as it ran
@@ -145,7 +133,8 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
     if export_safetensors:
         for entry, trained in zip(entries, models):
-            entry["safetensors"] = str(export_weights(trained.network, out_dir / f"{entry['name']}.safetensors"))
+            if isinstance(trained.network, nn.Module):
+                entry["safetensors"] = str(export_weights(trained.network, out_dir / f"{entry['name']}.safetensors"))
     atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", markdown(report))
     console.print(summary_table(report))
@@ -160,7 +149,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
 
 
 QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
-COST = ["model", "arch", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
+COST = ["model", "arch", "format", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
@@ -181,7 +170,7 @@ def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
             f"{100 * e['f1']:.2f}", f"{100 * e['auroc']:.2f}", f"{100 * e['ece']:.2f}", f"{e['nll']:.3f}",
             f"{100 * e['agreement_with_teacher']:.2f}" if "agreement_with_teacher" in e else "-",
         ])
-        costs.append([e["name"], e["model"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
+        costs.append([e["name"], e["model"], e["format"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
                       f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"])
     return quality, costs
 

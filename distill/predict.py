@@ -8,42 +8,30 @@ written beside the ONNX file), and writes the predicted class, its probability a
 from __future__ import annotations
 
 import csv
-import inspect
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import Progress
 
-from distill.checkpoint import load_trained
-from distill.data import DATA_MODULES
+from distill.checkpoint import rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.export import OnnxClassifier
+from distill.export import load_artifact
 from distill.run_dir import atomic_write_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def load_artifact(path: Path) -> tuple[Any, Any]:
+def model_and_data(path: Path) -> tuple[Any, Any]:
     """The classifier in ``path`` and the DataModule that prepares its inputs.
 
     A checkpoint names its DataModule and arguments itself; an ONNX file has them in the ``.json``
     beside it. The DataModule class comes from the registry by name, never from an import path in a file.
     """
-    if path.suffix == ".onnx":
-        sidecar = path.with_suffix(".json")
-        if not sidecar.is_file():
-            raise UsageError(f"{sidecar} not found: the preprocessing of {path.name} is written there by distill.compress")
-        spec = json.loads(sidecar.read_text())
-        model, name, arguments = OnnxClassifier(path), spec.get("data_module") or "images", spec.get("data") or {}
-    else:
-        trained = load_trained(path)
-        model, name, arguments = trained.network, trained.data_module or "images", trained.data_hparams
-    data_class = DATA_MODULES.get(name)
-    accepted = inspect.signature(data_class.__init__).parameters
-    data = data_class(**{k: v for k, v in arguments.items() if k in accepted})
+    trained = load_artifact(path)
+    model, data = trained.network, rebuild_data(trained)
+    name = trained.data_module or "images"
     if not hasattr(data, "read_files"):
         raise UsageError(f"the {name} data module cannot read input files (it has no read_files)")
     return model, data
@@ -64,7 +52,7 @@ def input_files(source: Path) -> list[Path]:
 @torch.no_grad()
 def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_size: int = 256) -> list[dict[str, Any]]:
     """Predicts every input file and writes the CSV atomically; returns its rows."""
-    model, data = load_artifact(model_path)
+    model, data = model_and_data(model_path)
     model = model.eval()
     classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     files = input_files(source)

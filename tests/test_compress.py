@@ -14,10 +14,17 @@ pytest.importorskip("onnxruntime")
 FAST = ["--latency_runs", "3", "--calibration", "64"]
 
 
-def test_compress_writes_every_artifact_and_a_report_naming_one(teacher_run, student_run, tmp_path, capsys):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def compressed(teacher_run, student_run, tmp_path_factory):
+    """The output directory of one compress run on the session's teacher and student."""
+    out = tmp_path_factory.mktemp("compress") / "out"
     assert main(["--ckpt", str(student_run / "best.ckpt"), "--teacher", str(teacher_run / "best.ckpt"),
                  "--out_dir", str(out), *FAST]) == 0
+    return out
+
+
+def test_compress_writes_every_artifact_and_a_report_naming_one(compressed, student_run):
+    out = compressed
     student = student_run.name  # each network is named by its run directory
     names = {p.name for p in out.iterdir()}
     assert {f"{student}.onnx", f"{student}.int8.onnx", "teacher.onnx", "teacher.int8.onnx", "compress.json",
@@ -35,9 +42,37 @@ def test_compress_writes_every_artifact_and_a_report_naming_one(teacher_run, stu
     recommended = rows[report["recommended"]]
     assert recommended["acc"] >= rows[f"{student} (PyTorch)"]["acc"] - 0.003
     assert report["headline"]["params_ratio"] == pytest.approx(rows["teacher (PyTorch)"]["params"] / recommended["params"])
-    assert "recommended:" in capsys.readouterr().out
+    assert report["recommended"] in report["verdict"]
     sidecar = json.loads((out / f"{student}.json").read_text())
     assert sidecar["input_shape"] == [1, 28, 28] and sidecar["data"]["dataset"] == "fashion_mnist"
+    assert sidecar["params"] == rows[f"{student} (PyTorch)"]["params"] and sidecar["format"] == "onnx fp32"
+
+
+def test_evaluate_compares_onnx_artifacts_beside_checkpoints(compressed, teacher_run, student_run, tmp_path):
+    from distill.evaluate import main as evaluate
+
+    student = student_run.name
+    files = [compressed / f"{student}.onnx", compressed / f"{student}.int8.onnx"]
+    assert evaluate(["--teacher", str(teacher_run / "best.ckpt"), "--student", str(student_run / "best.ckpt"),
+                     *map(str, files), "--out_dir", str(tmp_path), "--latency_runs", "3"]) == 0
+    entries = {e["name"]: e for e in json.loads((tmp_path / "compare.json").read_text())["models"]}
+    assert set(entries) == {teacher_run.name, student, f"{student}.onnx", f"{student}.int8.onnx"}
+    fp32, int8, torch_fp32 = entries[f"{student}.onnx"], entries[f"{student}.int8.onnx"], entries[student]
+    assert fp32["format"] == "onnx fp32" and int8["format"] == "onnx int8" and torch_fp32["format"] == "pytorch fp32"
+    assert fp32["acc"] == pytest.approx(torch_fp32["acc"]) and fp32["params"] == torch_fp32["params"]
+    assert fp32["agreement_with_teacher"] == pytest.approx(torch_fp32["agreement_with_teacher"])
+    assert int8["weights_bytes"] < fp32["weights_bytes"] and int8["cpu"]["latency_ms"] > 0
+    assert f"{student}.int8.onnx" in (tmp_path / "compare.md").read_text()
+
+
+def test_an_onnx_file_without_its_description_is_one_line(compressed, teacher_run, student_run, tmp_path, capsys):
+    from distill.evaluate import main as evaluate
+
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes((compressed / f"{student_run.name}.onnx").read_bytes())
+    assert evaluate(["--teacher", str(teacher_run / "best.ckpt"), "--student", str(lone),
+                     "--out_dir", str(tmp_path / "r")]) == 2
+    assert "lone.json not found" in capsys.readouterr().err
 
 
 def test_a_failed_export_leaves_nothing_in_the_output_directory(student_run, tmp_path, monkeypatch, capsys):

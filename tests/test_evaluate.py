@@ -58,7 +58,7 @@ def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(te
     from safetensors.torch import load_file
 
     from distill.checkpoint import load_trained
-    from distill.evaluate import datamodule_for
+    from distill.checkpoint import rebuild_data
     from distill.finish import test_logits
     from distill.models.tta import with_tta
 
@@ -71,7 +71,7 @@ def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(te
     plain, flipped = reports["none"], reports["flip"]
     assert plain["model"] == "cnn_tiny" and flipped["model"] == "cnn_tiny + flip TTA"
     trained = load_trained(teacher_run / "best.ckpt")
-    data = datamodule_for(trained, None, 1000)
+    data = rebuild_data(trained, None, 1000)
     logits, labels = test_logits(with_tta(trained.network, "flip", data.border_fill), data, torch.device("cpu"))
     assert flipped["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     assert flipped["flops"] == 2 * plain["flops"] and flipped["params"] == plain["params"]  # two passes, one network

@@ -12,7 +12,7 @@ from distill.errors import UsageError
 from distill.models import count_parameters, create_model
 from distill.modules.prune import macs, prune_channels
 from distill.train import main
-from tests.conftest import FAST
+from tests.conftest import FAST, fast
 
 pytest.importorskip("torch_pruning")
 
@@ -71,7 +71,49 @@ def test_a_macs_target_is_reached_progressively_or_refused():
 
 
 @pytest.mark.parametrize("kwargs, message", [({"ratio": 1.0}, r"pruning_ratio must be in \(0, 1\)"),
-                                             ({"ratio": 0.5, "importance": "taylor"}, "unknown importance 'taylor'")])
+                                             ({"ratio": 0.5, "importance": "random"}, "unknown importance 'random'"),
+                                             ({"ratio": 0.5, "importance": "taylor"}, "needs a loss")])
 def test_bad_pruning_settings_are_one_line(kwargs, message):
     with pytest.raises(UsageError, match=message):
         prune_channels(create_model("cnn_tiny", num_classes=10, in_channels=1), (1, 28, 28), **kwargs)
+
+
+def test_taylor_importance_keeps_the_channels_the_loss_depends_on():
+    """Channels the loss cannot feel go first under taylor, whatever their weights' magnitude."""
+    torch.manual_seed(0)
+    shape = (1, 28, 28)
+    network = create_model("cnn_small", num_classes=10, in_channels=1).eval()
+    first, second = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][:2]
+    width = first.out_channels
+    with torch.no_grad():  # half the first layer's filters: large, but the next layer ignores them
+        first.weight[: width // 2] *= 100.0
+        second.weight[:, : width // 2] = 0.0
+    original = first.weight.detach().clone()
+    inputs, targets = torch.rand(16, *shape), torch.randn(16, 10)
+
+    def loss_of(net):
+        return torch.nn.functional.mse_loss(net(inputs), targets)
+
+    kept = {}
+    for importance in ("magnitude", "taylor"):
+        copy = create_model("cnn_small", num_classes=10, in_channels=1).eval()
+        copy.load_state_dict(network.state_dict())
+        conv = next(m for m in copy.modules() if isinstance(m, torch.nn.Conv2d))
+        prune_channels(copy, shape, ratio=0.5, importance=importance, loss_of=loss_of)
+        assert conv.out_channels == width // 2 and all(p.grad is None for p in copy.parameters())
+        kept[importance] = {int((original - row).flatten(1).abs().sum(1).argmin()) for row in conv.weight.detach()}
+    assert kept["magnitude"] == set(range(width // 2))  # the large, ignored filters
+    assert kept["taylor"] == set(range(width // 2, width))  # the ones the loss depends on
+
+
+def test_the_prune_stage_ranks_channels_by_taylor_through_the_cli(teacher_run, student_run, tmp_path):
+    run_dir = tmp_path / "taylor"
+    args = ["prune", "--model.source_ckpt", str(student_run / "best.ckpt"), "--model.teacher_ckpt",
+            str(teacher_run / "best.ckpt"), "--model.importance", "taylor", "--model.taylor_images", "100",
+            *fast(limit_train_batches="1")]
+    assert main([*args, "--run_dir", str(run_dir)]) == 0
+    assert main([*args, "--run_dir", str(tmp_path / "again")]) == 0
+    first, again = (load_trained(d / "last.ckpt").network.state_dict() for d in (run_dir, tmp_path / "again"))
+    assert all(torch.equal(first[k], again[k]) for k in first)  # deterministic: resuming prunes the same channels
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["importance"] == "taylor" and metrics["macs_reduction"] > 2.5

@@ -51,12 +51,12 @@ def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
     assert metrics["method_settings"] == {"temperature": 2.0, "alpha": 0.5, "logit_standardize": False}
     # The teacher as it taught, measured on the whole test set (the trainer's test-batch limit is for the student).
     from distill.checkpoint import load_trained
-    from distill.evaluate import datamodule_for
+    from distill.checkpoint import rebuild_data
     from distill.finish import test_logits
 
     trained = load_trained(teacher_run / "best.ckpt")
     assert trained.data_module == "images"  # the data's registry name, for distill.evaluate
-    data = datamodule_for(trained, None, 1000)
+    data = rebuild_data(trained, None, 1000)
     logits, labels = test_logits(trained.network, data, torch.device("cpu"))
     assert metrics["teacher_tta"] == "none"
     assert metrics["teacher_test_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())

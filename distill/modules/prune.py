@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from distill.checkpoint import load_trained
+from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import UsageError
 from distill.export import require
+from distill.losses.kd import kd_loss
 from distill.models import count_parameters
 from distill.modules.distill import DistillModule
 
-IMPORTANCES = ("magnitude", "lamp")
+IMPORTANCES = ("magnitude", "lamp", "taylor")
 
 
 def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: float, importance: str = "magnitude",
                    round_to: int | None = None, iterative_steps: int = 1,
-                   target_macs_reduction: float | None = None) -> nn.Module:
+                   target_macs_reduction: float | None = None,
+                   loss_of: Callable[[nn.Module], Tensor] | None = None) -> nn.Module:
     """Removes whole channels from ``network`` in place with torch-pruning's dependency graph (DepGraph).
 
     Layers coupled by BatchNorm, residual additions or concatenations lose the same channels; the
@@ -29,13 +33,16 @@ def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: floa
         network: The trained network.
         input_shape: One input's shape (C, H, W), for tracing.
         ratio: Fraction of each prunable layer's channels removed, in (0, 1).
-        importance: ``magnitude`` (L2 norm of each channel group's weights) or ``lamp``
-            (layer-adaptive magnitude, Lee et al. 2021).
+        importance: ``magnitude`` (L2 norm of each channel group's weights), ``lamp``
+            (layer-adaptive magnitude, Lee et al. 2021) or ``taylor`` (first-order Taylor estimate
+            of the loss change, |weight x gradient| of ``loss_of``; Molchanov et al. 2019).
         round_to: Keep channel counts multiples of this (SIMD-friendly widths); None: any count.
         iterative_steps: Reach ``ratio`` in this many equal steps, importance re-measured at each.
         target_macs_reduction: Instead of a fixed ratio: prune in ``iterative_steps`` steps toward
             ``ratio`` (then the largest ratio allowed) and stop at the first step whose MACs are at
             most 1/target of the original.
+        loss_of: For ``taylor``: the loss whose gradients rank the channels, given the network
+            (recomputed before each step).
 
     Raises:
         UsageError: bad settings, or a MACs target the network cannot reach.
@@ -47,8 +54,12 @@ def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: floa
         raise UsageError(f"unknown importance {importance!r}; valid: {', '.join(IMPORTANCES)}")
     if iterative_steps < 1 or (round_to is not None and round_to < 1):
         raise UsageError(f"iterative_steps and round_to must be >= 1, got {iterative_steps} and {round_to}")
+    if importance == "taylor" and loss_of is None:
+        raise UsageError("taylor importance needs a loss to take gradients of (loss_of)")
     linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
-    scorer = tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude" else tp.importance.LAMPImportance(p=2)
+    scorer = {"magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+              "lamp": lambda: tp.importance.LAMPImportance(p=2),
+              "taylor": lambda: tp.importance.GroupTaylorImportance()}[importance]()
     was_training = network.training
     network.eval()
     if target_macs_reduction is not None and target_macs_reduction <= 1.0:
@@ -59,9 +70,13 @@ def prune_channels(network: nn.Module, input_shape: tuple[int, ...], ratio: floa
         pruner = tp.pruner.MetaPruner(network, example, importance=scorer, pruning_ratio=ratio,
                                       iterative_steps=iterative_steps, ignored_layers=linears[-1:], round_to=round_to)
         for _ in range(iterative_steps):
+            if loss_of is not None and importance == "taylor":
+                network.zero_grad(set_to_none=True)
+                loss_of(network).backward()
             pruner.step()
             if target_macs_reduction is not None and start_macs >= target_macs_reduction * macs(network, input_shape):
                 break
+    network.zero_grad(set_to_none=True)
     network.train(was_training)
     if target_macs_reduction is not None and start_macs < target_macs_reduction * macs(network, input_shape):
         reached = start_macs / macs(network, input_shape)
@@ -78,6 +93,36 @@ def macs(network: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(count)
 
 
+def taylor_loss(source: Trained, teacher_ckpt: str, images: int) -> Callable[[nn.Module], Tensor]:
+    """The distillation loss (T=4) of a network against the teacher on the source's first ``images`` training inputs.
+
+    The inputs are the unaugmented training split in order (``DistillData.training_inputs``), so
+    pruning again on resume ranks the channels exactly as the first time.
+    """
+    if images < 1:
+        raise UsageError(f"taylor_images must be >= 1, got {images}")
+    trained_teacher = load_trained(teacher_ckpt)
+    for what in ("num_classes", "input_shape"):
+        if list(np.atleast_1d(trained_teacher.hparams[what])) != list(np.atleast_1d(source.hparams[what])):
+            raise UsageError(f"teacher {teacher_ckpt} and source {source.path} differ in {what} "
+                             f"({trained_teacher.hparams[what]} vs {source.hparams[what]})")
+    teacher = trained_teacher.network.eval()
+    batches, taken = [], 0
+    for inputs, _ in rebuild_data(source).training_inputs():
+        batches.append(inputs[:images - taken].cpu())
+        taken += len(batches[-1])
+        if taken >= images:
+            break
+    with torch.no_grad():
+        targets = [teacher(batch) for batch in batches]  # (B, K) each
+
+    def loss_of(network: nn.Module) -> Tensor:
+        total = sum(kd_loss(network(batch), target, 4.0) * len(batch) for batch, target in zip(batches, targets))
+        return total / taken
+
+    return loss_of
+
+
 class PruneModule(DistillModule):
     """Prunes a trained network's channels (``source_ckpt``), then distills the teacher into what is left.
 
@@ -89,19 +134,22 @@ class PruneModule(DistillModule):
         teacher_ckpt: The teacher the pruned network is fine-tuned against.
         source_ckpt: The trained network to prune (by default the demo's student).
         pruning_ratio: Fraction of channels removed from each prunable layer, in (0, 1).
-        importance: How channels are ranked: ``magnitude`` or ``lamp``.
+        importance: How channels are ranked: ``magnitude``, ``lamp`` or ``taylor`` (gradients of the
+            distillation loss against the teacher, T=4, on the first ``taylor_images`` training
+            inputs of the data the source was trained on, unaugmented and in order: deterministic).
         round_to: Keep channel counts multiples of this (e.g. 8 or 16 for vectorized kernels); None: any.
         iterative_steps: Reach the ratio in this many steps (importance re-measured at each).
         target_macs_reduction: Stop pruning, step by step toward ``pruning_ratio``, once the MACs are
             at most 1/target of the source's (e.g. 4.0 with ``pruning_ratio 0.9`` and ``iterative_steps 20``).
+        taylor_images: Training inputs whose gradients rank the channels under ``taylor``.
         model: The source's architecture, read from ``source_ckpt`` (None); another name is refused.
         **kwargs: Everything ``DistillModule`` takes (method, teacher views and cache, optimizer, schedule).
     """
 
     def __init__(self, teacher_ckpt: str, source_ckpt: str = "checkpoints/student/best.ckpt",
-                 pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp"] = "magnitude",
+                 pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp", "taylor"] = "magnitude",
                  round_to: int | None = None, iterative_steps: int = 1, target_macs_reduction: float | None = None,
-                 model: str | None = None, **kwargs: Any) -> None:
+                 taylor_images: int = 512, model: str | None = None, **kwargs: Any) -> None:
         source = load_trained(source_ckpt)
         if model is not None and model != source.hparams["model"]:
             raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
@@ -120,10 +168,11 @@ class PruneModule(DistillModule):
         network = source.network
         shape = tuple(hp.input_shape)
         before = {"params": count_parameters(network), "macs": macs(network, shape)}
+        loss_of = taylor_loss(source, hp.teacher_ckpt, hp.taylor_images) if hp.importance == "taylor" else None
         prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps,
-                       hp.target_macs_reduction)
+                       hp.target_macs_reduction, loss_of)
         after = {"params": count_parameters(network), "macs": macs(network, shape)}
-        self.pruning = {"source_ckpt": str(source.path), "source_params": before["params"],
+        self.pruning = {"source_ckpt": str(source.path), "importance": hp.importance, "source_params": before["params"],
                         "source_macs": before["macs"], "macs": after["macs"],
                         "macs_reduction": before["macs"] / max(after["macs"], 1),
                         "params_reduction": before["params"] / max(after["params"], 1)}
