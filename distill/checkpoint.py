@@ -119,6 +119,10 @@ def load_trained(path: str | Path) -> Trained:
     """Like ``model_from_checkpoint``, also returning the data settings the checkpoint was trained with."""
     ckpt = load_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
+    if str(hparams.get("model", "")).startswith("object:"):
+        raise UsageError(f"checkpoint {path} holds a network that was passed to Python as an object "
+                         f"({hparams['model'][len('object:'):]}); build it yourself and load the weights "
+                         "with distill.load_network(network, path)")
     try:
         model = create_model(hparams["model"], num_classes=hparams["num_classes"],
                              in_channels=hparams["input_shape"][0], **(hparams.get("model_kwargs") or {}))
@@ -154,3 +158,22 @@ def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size
     if eval_batch_size is not None and "eval_batch_size" in accepted:
         kwargs["eval_batch_size"] = eval_batch_size
     return data_class(**kwargs)
+
+
+def load_network(network: nn.Module, path: str | Path) -> nn.Module:
+    """Loads the trained weights of a checkpoint into ``network`` (strictly, ``weights_only=True``).
+
+    For networks built in Python and passed to a system as objects, which a checkpoint cannot rebuild
+    by name. Layers are resized to the saved widths first (a pruned network).
+
+    Raises:
+        UsageError: the file is not a distill checkpoint, or its weights do not fit ``network``.
+    """
+    ckpt = load_checkpoint(path)
+    weights = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    try:
+        fit_to_weights(network, weights).load_state_dict(weights)
+    except RuntimeError as err:
+        raise UsageError(f"checkpoint {path}: weights do not fit {type(network).__name__} "
+                         f"({str(err).splitlines()[0]})") from None
+    return network.eval()

@@ -76,6 +76,29 @@ def select_classes(args: list[str]) -> list[str]:
     return out
 
 
+TEACHER_FLAGS = ("--model.teacher", "--model.teacher_ckpt")
+
+
+def name_teacher_once(args: list[str]) -> list[str]:
+    """``--model.teacher X`` and its older name ``--model.teacher_ckpt X`` both set ``teacher``.
+
+    The other name is reset first, so a teacher typed on the command line replaces the one a
+    recipe (or an older config written with ``teacher_ckpt``) named, whichever name each used.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, _, joined = args[i].partition("=")
+        if flag not in TEACHER_FLAGS or (not joined and i + 1 >= len(args)):
+            out.append(args[i])
+            i += 1
+            continue
+        value = joined if joined else args[i + 1]
+        out += ["--model.teacher_ckpt", "null", "--model.teacher", value]
+        i += 1 if joined else 2
+    return out
+
+
 class ProgressBar(RichProgressBar):
     """Rich progress bar that redraws every ``refresh_rate`` training steps, without the logger version.
 
@@ -113,7 +136,7 @@ class DistillCLI(LightningCLI):
             save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
             seed_everything_default=0,
             run=False,
-            args=select_classes(args),
+            args=name_teacher_once(select_classes(args)),
             auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
             load_from_checkpoint_support=False,  # keep hyperparameters plain values
             parser_kwargs=parser_kwargs,

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from distill import cost, metrics, plots
 from distill.checkpoint import Trained, rebuild_data
 from distill.export import OnnxClassifier, file_bytes, load_artifact
+from distill.models.teacher_view import TeacherView
+from distill.teacher_spec import KINDS, adapt_teacher, load_teacher
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.finish import test_logits
 from distill.models.tta import TTA_VIEWS, label, with_tta
@@ -55,6 +57,32 @@ def check_same_task(models: list[Trained]) -> None:
                                  "compare checkpoints of the same task")
 
 
+def is_built_teacher(spec: str) -> bool:
+    """Whether ``--teacher`` names a built teacher (``torchvision:resnet18``) rather than a file."""
+    kind, _, name = spec.partition(":")
+    return kind in KINDS and bool(name)
+
+
+def built_teacher(spec: str, students: list[Trained]) -> Trained:
+    """A teacher typed as a spec, rebuilt with the weights, arguments and adapters a student recorded for it.
+
+    Only settings (plain values) come from the checkpoint; code is imported only from ``spec``, as typed.
+
+    Raises:
+        UsageError: no student was distilled from ``spec``.
+    """
+    student = next((s for s in students if s.hparams.get("teacher") == spec), None)
+    if student is None:
+        raise UsageError(f"--teacher {spec}: none of the students was distilled from it, so its weights and "
+                         "adapters are unknown; compare against the students' own teacher")
+    hp, shape, classes = student.hparams, tuple(student.hparams["input_shape"]), student.hparams["num_classes"]
+    loaded = load_teacher(spec, classes, shape[0], hp.get("teacher_kwargs"), hp.get("teacher_weights"))
+    network = adapt_teacher(loaded, shape, classes, hp.get("teacher_input_size"), hp.get("teacher_normalize"),
+                            hp.get("teacher_output"))
+    return Trained(Path(spec), network, {"model": spec, "num_classes": classes, "input_shape": list(shape)},
+                   student.data_hparams, student.data_module)
+
+
 def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
              batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
              console: Console | None = None, export_safetensors: bool = False,
@@ -68,11 +96,18 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     paths = [teacher, *students]
     if teacher_tta and teacher.suffix == ".onnx":
         raise UsageError("--teacher_tta needs the teacher's checkpoint, not an ONNX file")
-    models = [load_artifact(p) for p in paths]
+    if is_built_teacher(str(teacher)):  # rebuilt from what a student recorded: read the students first
+        students_loaded = [load_artifact(p) for p in students]
+        models = [built_teacher(str(teacher), students_loaded), *students_loaded]
+    else:
+        models = [load_artifact(p) for p in paths]
     check_same_task(models)
     names = name_models(paths)
     data = rebuild_data(models[0], data_root, batch_size)
     data.setup("test")
+    view = models[0].network
+    if isinstance(view, TeacherView) and view.normalize is not None:
+        view.set_data_normalization(*data.normalization)
     # The views each classifier is evaluated under: the teacher's as asked (or as its stage once
     # recorded), every other network as it is.
     views = [teacher_tta or models[0].hparams.get("tta", "none"), *(["none"] * len(students))]
@@ -220,7 +255,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m distill.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher checkpoint (default {DEFAULT_TEACHER})")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
+                        help=f"teacher checkpoint or ONNX file (default {DEFAULT_TEACHER}), or the spec a student "
+                             "was distilled from (torchvision:resnet18, import:pkg.mod:factory, ...), rebuilt with "
+                             "the weights and adapters that student recorded")
     parser.add_argument("--student", nargs="+", default=DEFAULT_STUDENTS,
                         help="one or more student checkpoints, e.g. distilled and trained alone")
     parser.add_argument("--out_dir", default="reports", help="where the report goes (default reports/)")

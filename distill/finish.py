@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
 from distill.metrics import quality
-from distill.models.tta import with_tta
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
 
@@ -83,9 +82,13 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
     metrics.update(module.report_metrics())
     if module.distills:
         teacher: Any = module
-        # The teacher as it taught (its test-time views included), on the same test set.
-        classifier = with_tta(teacher.teacher, teacher.teacher_tta, teacher.teacher_fill)
-        metrics["teacher_test_acc"] = model_test_metrics(classifier, data, trainer.strategy.root_device)["test/acc"]
+        # The teacher as it taught (its test-time views included), on the same test set; each of
+        # several teachers too.
+        device = trainer.strategy.root_device
+        metrics["teacher_test_acc"] = model_test_metrics(teacher.teacher_as_classifier(), data, device)["test/acc"]
+        members = teacher.teacher_members()
+        if len(members) > 1:
+            metrics["teacher_member_test_acc"] = [model_test_metrics(m, data, device)["test/acc"] for m in members]
     if trainer.is_global_zero:
         rundir.write_metrics(run_dir, metrics)
         print_summary(stage, run_dir, metrics)

@@ -68,4 +68,9 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     if trainer.interrupted:
         raise UsageError("training was interrupted; resume it with --ckpt_path last")
+    if trainer.global_step == 0:
+        batches = trainer.num_training_batches
+        raise UsageError(f"training took no optimizer step ({batches} training batches per epoch, max_epochs "
+                         f"{trainer.max_epochs}): nothing was learned, so no result is reported; check the data "
+                         "size against --data.batch_size, --trainer.limit_train_batches and --trainer.max_epochs")
     return finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)

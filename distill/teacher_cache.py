@@ -4,7 +4,8 @@ Valid only when the student sees each sample as the teacher did (no random augme
 teacher's output varies with): ``TeacherCache`` decides that at the start of fit, builds or reuses
 the table and hands it to the distillation system, which then never runs the teacher in training.
 
-The table is a ``.npy`` file keyed by the teacher checkpoint's bytes, the data's fingerprint, the
+The table is a ``.npy`` file keyed by the teacher (a checkpoint's bytes; else its spec, adapters
+and weights), the data's fingerprint, the
 teacher's view set and the storage type, so a changed teacher or changed data builds a new one.
 At ImageNet size one teacher's table is 1.28M x 1000 x 4 bytes = 5.1 GB: it is built in chunks
 (progress shown), can be stored as float16, and above ``memory_limit_mb`` it is memory-mapped
@@ -25,6 +26,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from distill.data.interface import DistillData
 from distill.errors import UsageError
 from distill.run_dir import atomic_write
 
@@ -41,10 +43,10 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cache_path(teacher_ckpt: str | Path, key: str) -> Path:
-    """``<teacher dir>/teacher_logits/<hash>.npy``, the hash covering the teacher file's bytes and ``key``."""
-    name = hashlib.sha256(f"{file_digest(teacher_ckpt)}|{key}".encode()).hexdigest()[:24]
-    return Path(teacher_ckpt).parent / CACHE_DIR / f"{name}.npy"
+def cache_path(directory: str | Path, teacher_identity: str, key: str) -> Path:
+    """``<directory>/teacher_logits/<hash>.npy``, the hash covering the teacher's identity and ``key``."""
+    name = hashlib.sha256(f"{teacher_identity}|{key}".encode()).hexdigest()[:24]
+    return Path(directory) / CACHE_DIR / f"{name}.npy"
 
 
 class LogitTable:
@@ -147,8 +149,8 @@ class TeacherCache(Callback):
             return "teacher_cache is off"
         if module.distiller.teacher_features:
             return "the method reads the teacher's intermediate features"
-        if data is None:
-            return "no DataModule says how the inputs are augmented"
+        if data is None or not isinstance(data, DistillData):
+            return "the DataModule does not answer distill.data.DistillData (its batches carry no sample indices)"
         varying = data.random_transforms() - module.teacher_invariances()
         if varying:
             return f"inputs are randomly augmented ({', '.join(sorted(varying))}) and the teacher's output varies with it"
@@ -166,14 +168,14 @@ class TeacherCache(Callback):
             rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
             return
         key = f"{data.fingerprint()}|views={module.teacher_views()}|dtype={self.dtype}"
-        path = cache_path(module.hparams.teacher_ckpt, key)
+        path = cache_path(module.teacher_cache_dir(), module.teacher_identity(), key)
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
         verb = "loaded"
         if trainer.is_global_zero and open_table(path, 0) is None:
             batches = ((module.to_memory_format(inputs), indices)
                        for inputs, indices in data.training_inputs())
-            build_table(module.teacher_classifier, batches, data.num_training_samples(), path, self.dtype,
+            build_table(module.teacher_table_rows, batches, data.num_training_samples(), path, self.dtype,
                         module.device)
             verb = "computed"
         trainer.strategy.barrier("teacher_cache")

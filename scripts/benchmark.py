@@ -126,7 +126,7 @@ def main() -> None:
     teacher_ckpt = make_teacher(work, args.teacher)
     data = ImageDataModule(batch_size=args.batch_size)
     data.setup("fit")
-    common = ["--model.model", args.student, "--model.teacher_ckpt", str(teacher_ckpt),
+    common = ["--model.model", args.student, "--model.teacher", str(teacher_ckpt),
               "--data.batch_size", str(args.batch_size), "--overwrite", "true"]
     variants = {
         "plain": lambda: plain_loop(data, args.student, args.batch_size, args.steps, args.warmup),

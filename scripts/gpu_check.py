@@ -80,7 +80,7 @@ def main() -> None:
     teacher = run("teacher", args.teacher_config, work / "teacher", args.steps, args.warmup, args.accelerator,
                   args.precision, args.extra)
     student = run("student", args.student_config, work / "student", args.steps, args.warmup, args.accelerator,
-                  args.precision, args.extra, ["--model.teacher_ckpt", str(work / "teacher" / "best.ckpt")])
+                  args.precision, args.extra, ["--model.teacher", str(work / "teacher" / "best.ckpt")])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"device": device, "precision": args.precision, "steps": args.steps,
               "teacher_config": str(args.teacher_config), "student_config": str(args.student_config),

@@ -8,7 +8,8 @@
 
 Trains (or reuses) the teacher, then for every seed three students through ``python -m distill.train``:
   kd     the student recipe (``--student_config``, or the bare defaults),
-  twin   the same recipe with ``--model.method.alpha 0``: identical but for the teacher,
+  twin   the same recipe with every teacher weight of its method at 0 (``--model.method.alpha 0`` for
+         KD): identical but for the teacher,
   best   the student's own best recipe alone (``--alone_config``: a ``distill.train teacher`` config for the
          student's architecture, e.g. with label smoothing or augmentation), same budget.
 The gain is KD against the better of the two students trained alone (by mean test accuracy), so a recipe
@@ -22,6 +23,7 @@ A finished run (its ``metrics.json`` exists) is reused, so an interrupted sweep 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -33,6 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from distill.losses import DISTILLERS
 from distill.models.tta import label as tta_label
 from distill.run_dir import atomic_write_text, read_metrics
 
@@ -202,16 +207,39 @@ def recipe_name(path: Path | None, default: str) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
+def method_of(student_config: Path | None, student_args: list[str]) -> str:
+    """The registry name of the student's method: the last ``--model.method NAME`` given, else the recipe's, else kd."""
+    for i in range(len(student_args) - 1, -1, -1):
+        flag, _, joined = student_args[i].partition("=")
+        if flag == "--model.method":
+            return joined or (student_args[i + 1] if i + 1 < len(student_args) else "kd")
+    recipe = yaml.safe_load(student_config.read_text()) if student_config is not None else None
+    class_path = ((recipe or {}).get("model") or {}).get("method", {}) or {}
+    class_path = class_path.get("class_path") if isinstance(class_path, dict) else None
+    if not class_path:
+        return "kd"
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    return next((n for n in DISTILLERS.names() if DISTILLERS.get(n) is cls), class_path)
+
+
+def twin_flags(method: str) -> list[str]:
+    """The flags that set every teacher weight of ``method`` to 0: the same recipe, the student alone."""
+    weights = DISTILLERS.get(method).teacher_weights if method in DISTILLERS else ("alpha",)
+    return [part for name in weights for part in (f"--model.method.{name}", "0")]
+
+
 def plan(args: argparse.Namespace, out: Path, teacher_ckpt: Path, student_config: Path | None,
          alone_config: Path | None) -> dict[str, list[tuple[list[str], Path]]]:
     """The (command, run directory) of every student run, by kind: kd, twin and (with an alone recipe) best."""
-    with_teacher = ["--model.teacher_ckpt", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
+    with_teacher = ["--model.teacher", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
+    twin = twin_flags(method_of(student_config, [*args.extra, *shlex.split(args.student_args)]))
     jobs: dict[str, list[tuple[list[str], Path]]] = {"kd": [], "twin": [], "best": []}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         kd_dir, twin_dir, best_dir = (out / kind / f"seed{seed}" for kind in ("kd", "twin", "best"))
         jobs["kd"].append((train_command("student", student_config, kd_dir, seed, with_teacher), kd_dir))
         jobs["twin"].append((train_command("student", student_config, twin_dir, seed,
-                                           [*with_teacher, "--model.method.alpha", "0"]), twin_dir))
+                                           [*with_teacher, *twin]), twin_dir))
         if alone_config is not None:
             # The student on labels alone is a supervised stage of its own: no teacher involved at all.
             jobs["best"].append((train_command("teacher", alone_config, best_dir, seed, args.extra), best_dir))
@@ -249,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kd_recipe = " ".join([recipe_name(student_config, "bare student defaults"), args.student_args]).strip()
     kd = group("kd", kd_recipe, results["kd"])
-    twin = group("alpha0_twin", f"{kd_recipe} --model.method.alpha 0", results["twin"])
+    twin_args = " ".join(twin_flags(method_of(student_config, [*args.extra, *shlex.split(args.student_args)])))
+    twin = group("alpha0_twin", f"{kd_recipe} {twin_args}", results["twin"])
     best = group("best_alone", recipe_name(alone_config, ""), results["best"]) if results["best"] else None
     summary = summarize(teacher, kd, twin, best, command)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -5,7 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import UsageError
-from distill.losses import DISTILLERS, DKD, KD, Outputs, dkd_loss, kd_loss, method_name, standardize_logits
+from distill.features import FeatureRecorder, probe_shapes
+from distill.losses import (DISTILLERS, DKD, KD, LabelMixedDistiller, Outputs, dkd_loss, kd_loss, method_name,
+                            standardize_logits)
+from distill.models import create_model
 
 
 def test_kd_loss_matches_hand_computation():
@@ -62,13 +65,37 @@ def test_kd_rejects_bad_arguments(kwargs):
 
 
 @pytest.mark.parametrize("name", DISTILLERS.names())
-def test_every_method_returns_named_scalar_terms(name):
+def test_every_method_returns_named_scalar_terms_on_real_networks(name):
+    torch.manual_seed(0)
+    student_net = create_model("cnn_tiny", num_classes=5, in_channels=1)
+    teacher_net = create_model("cnn_small", num_classes=5, in_channels=1).eval()
     method = DISTILLERS.get(name)()
-    student = torch.randn(4, 5, requires_grad=True)
-    terms = method(Outputs(student), Outputs(torch.randn(4, 5)), torch.randint(0, 5, (4,)))
-    assert terms and all(v.ndim == 0 for v in terms.values())
+    shapes = []
+    recorders = []
+    for net, names in ((student_net, method.student_features), (teacher_net, method.teacher_features)):
+        recorder = FeatureRecorder(net, names) if names else None
+        logits, features = probe_shapes(net, recorder, (1, 28, 28)) if recorder else (torch.Size([2, 5]), {})
+        shapes.append({"logits": logits, **features})
+        recorders.append(recorder)
+    method.build(*shapes)
+    x, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 5, (8,))
+    outputs = []
+    for net, recorder in zip((student_net, teacher_net), recorders):
+        if recorder is None:
+            outputs.append(Outputs(net(x)))
+        else:
+            with recorder:
+                logits = net(x)
+            outputs.append(Outputs(logits, recorder.pop()))
+    terms = method(outputs[0], Outputs(outputs[1].logits.detach(), {k: v.detach() for k, v in outputs[1].features.items()}),
+                   labels)
+    assert "ce" in terms and len(terms) >= 2 and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
     sum(terms.values()).backward()
-    assert student.grad is not None
+    assert all(p.grad is not None for p in student_net.parameters() if p.requires_grad)
+    assert all(p.grad is not None for p in method.parameters())  # learnable parts take part in the loss
+    # Every teacher weight at 0: the student alone, and the teacher is not needed.
+    alone = DISTILLERS.get(name)(**{w: 0.0 for w in method.teacher_weights})
+    assert method.teacher_weights and not alone.needs_teacher
 
 
 def test_kd_is_tckd_plus_nckd_weighted_by_the_teachers_non_target_mass():
@@ -116,15 +143,17 @@ def test_registry_names_map_to_import_paths_and_back():
     assert DISTILLERS.import_path("dkd") == "distill.losses.dkd.DKD"
     assert DISTILLERS.import_path("my.pkg.Method") == "my.pkg.Method"
     assert method_name(DKD()) == "dkd" and method_name(KD()) == "kd"
-    with pytest.raises(UsageError, match="unknown distillation method 'fitnet'; valid: dkd, kd"):
-        DISTILLERS.import_path("fitnet")
+    with pytest.raises(UsageError, match="unknown distillation method 'fitnets'; valid: at, crd, dist, dkd, fitnet, kd"):
+        DISTILLERS.import_path("fitnets")
 
 
 @pytest.mark.parametrize("name", DISTILLERS.names())
 def test_every_method_has_paper_defaults_and_plain_settings(name):
     method = DISTILLERS.get(name)()
     settings = method.settings()
-    assert settings and all(isinstance(v, (bool, int, float, str)) for v in settings.values())
+    plain = (bool, int, float, str, type(None))
+    assert settings and all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
+                            for v in settings.values())
 
 
 def test_standardize_logits_gives_zero_mean_unit_std_and_ignores_scale_and_shift():
@@ -135,7 +164,7 @@ def test_standardize_logits_gives_zero_mean_unit_std_and_ignores_scale_and_shift
     assert torch.isfinite(standardize_logits(torch.ones(2, 10))).all()  # equal logits: no division by zero
 
 
-@pytest.mark.parametrize("name", DISTILLERS.names())
+@pytest.mark.parametrize("name", [n for n in DISTILLERS.names() if issubclass(DISTILLERS.get(n), LabelMixedDistiller)])
 def test_logit_standardization_matches_scale_not_logits_and_leaves_the_labels_term(name):
     torch.manual_seed(0)
     student, teacher = torch.randn(8, 5), torch.randn(8, 5)

@@ -1,10 +1,15 @@
 """Every shipped recipe parses, and every student recipe points at a teacher recipe beside it."""
 
+import importlib
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from distill.data import ImageDataModule
+from distill.losses import DISTILLERS
 from distill.models import count_parameters, create_model, list_models
 from distill.train import main
 
@@ -33,7 +38,8 @@ def test_recipe_parses(path, capsys):
         assert printed["model"]["source_ckpt"] == recipe["model"]["source_ckpt"]
     else:
         assert printed["model"]["model"] == recipe["model"]["model"] in list_models()
-    assert printed["data"]["class_path"] == "distill.data.ImageDataModule"  # the default DataModule
+    module, _, name = printed["data"]["class_path"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is ImageDataModule  # the default DataModule
     assert printed["data"]["init_args"]["dataset"] == path.parent.name
 
 
@@ -42,7 +48,7 @@ def test_prune_recipe_prunes_the_student_recipe_beside_it_against_its_teacher(pa
     student_recipe = path.with_name(path.stem.removesuffix("-pruned") + ".yaml")
     student, prune = yaml.safe_load(student_recipe.read_text()), yaml.safe_load(path.read_text())
     assert prune["model"]["source_ckpt"] == f"{student['run_dir']}/best.ckpt"
-    assert prune["model"]["teacher_ckpt"] == student["model"]["teacher_ckpt"]
+    assert prune["model"]["teacher"] == student["model"]["teacher"]
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "student"],
@@ -53,9 +59,11 @@ def test_student_recipe_has_its_teacher_beside_it(path):
     assert teacher_recipe.is_file()
     teacher = yaml.safe_load(teacher_recipe.read_text())
     student = yaml.safe_load(path.read_text())
-    # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep.
-    assert teacher["model"]["model"] == teacher_name.split("-")[0] and student["model"]["model"] == student_name
-    assert student["model"]["teacher_ckpt"] == f"{teacher['run_dir']}/best.ckpt"
+    # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep,
+    # resnet32x4-to-resnet8x4-crd.yaml distills with CRD.
+    assert teacher["model"]["model"] == teacher_name.split("-")[0]
+    assert student["model"]["model"] == student_name.split("-")[0]
+    assert student["model"]["teacher"] == f"{teacher['run_dir']}/best.ckpt"
 
 
 FASHION_MNIST_STUDENTS = [p for p in RECIPES if stage_of(p) == "student" and p.parent.name == "fashion_mnist"]
@@ -94,3 +102,36 @@ def test_bare_command_runs_the_demo_recipe_file(stage, recipe, capsys):
     # A recipe's data section holds the arguments of the default DataModule (images).
     written["data"] = {"class_path": "distill.data.ImageDataModule", "init_args": written["data"]}
     assert contains(bare, written)
+
+
+@pytest.fixture(scope="module")
+def cifar_like_folder(tmp_path_factory):
+    """100 classes of random 32x32 colour images (two per class for training, one for testing): CIFAR-100's shape."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cifar_like")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2), ("test", 1)):
+        for k in range(100):
+            (root / split / f"c{k:03d}").mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / f"c{k:03d}" / f"{i}.png")
+    return root
+
+
+METHOD_RECIPES = [p for p in RECIPES if p.parent.name == "cifar100" and p.stem.rsplit("-", 1)[-1] in DISTILLERS.names()]
+assert len(METHOD_RECIPES) == 16  # FitNets, AT, CRD and DIST on the four published pairs
+
+
+@pytest.mark.parametrize("path", METHOD_RECIPES, ids=lambda p: p.stem)
+def test_cifar100_method_recipe_takes_two_steps_on_random_32px_data(path, cifar_like_folder, tmp_path):
+    # The teacher checkpoint is not here: a random teacher of the recipe's architecture stands in for it.
+    teacher_arch = path.stem.split("-to-")[0]
+    assert main(["student", "--config", str(path), "--model.teacher", f"registry:{teacher_arch}",
+                 "--data.dataset", "image_folder", "--data.root", str(cifar_like_folder), "--data.image_size", "32",
+                 "--data.batch_size", "8", "--data.num_workers", "0", "--trainer.max_steps", "2",
+                 "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                 "--run_dir", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["method"] == path.stem.rsplit("-", 1)[-1]

@@ -111,3 +111,14 @@ def test_seeds_runner_trains_teacher_once_then_kd_twin_and_best_alone_per_seed(t
 def test_seeds_runner_refuses_bad_arguments(tmp_path, bad, message):
     proc = run_script([str(ROOT / "scripts" / "seeds.py"), "--out", str(tmp_path / "o"), *bad], tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_twin_sets_every_teacher_weight_of_the_students_method_to_zero():
+    seeds = load_seeds_module()
+    recipes = ROOT / "teachers"
+    assert seeds.twin_flags(seeds.method_of(recipes / "fashion_mnist" / "cnn_wide-to-cnn_mini.yaml", [])) == [
+        "--model.method.alpha", "0"]
+    assert seeds.twin_flags(seeds.method_of(recipes / "cifar100" / "vgg13-to-vgg8-crd.yaml", [])) == [
+        "--model.method.beta", "0", "--model.method.alpha", "0"]
+    assert seeds.twin_flags(seeds.method_of(None, ["--model.method", "kd", "--model.method=dist"])) == [
+        "--model.method.beta", "0", "--model.method.gamma", "0"]

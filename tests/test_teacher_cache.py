@@ -9,6 +9,7 @@ from distill.checkpoint import model_from_checkpoint
 from distill.data import ImageDataModule
 from distill.features import FeatureRecorder
 from distill.losses import KD
+from distill.models import create_model
 from distill.models.tta import average_logits
 from distill.modules import DistillModule
 from distill.teacher_cache import LogitTable, TeacherCache, build_table, cache_path, open_table
@@ -52,16 +53,27 @@ def test_table_build_is_chunked_and_leaves_nothing_when_interrupted(tmp_path):
 
 
 def test_cache_is_keyed_by_teacher_and_data(teacher_run, tmp_path):
-    path = cache_path(teacher_run / "best.ckpt", "data-a")
-    assert path == cache_path(teacher_run / "best.ckpt", "data-a")
+    def identity(**teacher):
+        return DistillModule(model="cnn_tiny", num_classes=10, input_shape=(1, 28, 28), **teacher).teacher_identity()
+
+    original = identity(teacher=str(teacher_run / "best.ckpt"))
     other_teacher = tmp_path / "best.ckpt"
     shutil.copy(teacher_run / "best.ckpt", other_teacher)
-    assert cache_path(other_teacher, "data-a").name == path.name  # same bytes, same key
+    assert identity(teacher_ckpt=str(other_teacher)) == original  # same bytes, same key
     state = torch.load(other_teacher, weights_only=True)
     state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     torch.save(state, other_teacher)
-    assert cache_path(other_teacher, "data-a").name != path.name  # changed teacher
-    assert cache_path(teacher_run / "best.ckpt", "data-b").name != path.name  # changed data
+    assert identity(teacher=str(other_teacher)) != original  # changed teacher
+    assert identity(teacher=str(teacher_run / "best.ckpt"), teacher_input_size=32) != original  # changed adapters
+    # A built teacher: keyed by its spec, adapters and weights.
+    weights = tmp_path / "w.pt"
+    torch.save(create_model("cnn_tiny", num_classes=10, in_channels=1).state_dict(), weights)
+    built = identity(teacher="registry:cnn_tiny", teacher_weights=str(weights))
+    assert built == identity(teacher="registry:cnn_tiny", teacher_weights=str(weights))
+    torch.save(create_model("cnn_tiny", num_classes=10, in_channels=1).state_dict(), weights)  # other init
+    assert built != identity(teacher="registry:cnn_tiny", teacher_weights=str(weights))
+    # And the data: a different key gives a different table.
+    assert cache_path(tmp_path, original, "data-a") != cache_path(tmp_path, original, "data-b")
 
 
 def test_corrupt_cache_reads_as_missing(tmp_path):

@@ -122,7 +122,7 @@ BAD_INPUTS = [
     (["teacher", "--data.val_fraction", "1.5"], "val_fraction must be in [0, 1)"),
     (["student", "--model.method.temperature", "0"], "temperature must be > 0"),
     (["student", "--model.method.alpha", "1.5"], "alpha must be in [0, 1]"),
-    (["student", "--model.method", "fitnet"], "unknown distillation method 'fitnet'; valid: dkd, kd"),
+    (["student", "--model.method", "fitnets"], "unknown distillation method 'fitnets'; valid: at, crd, dist, dkd, fitnet, kd"),
     (["student", "--model.method.beta", "2"], "beta"),
     (["student", "--model.method", "dkd", "--model.method.beta", "-1"], "beta must be >= 0"),
     (["student", "--model.method.logit_standardize", "maybe"], "logit_standardize"),

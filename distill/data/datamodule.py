@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ import numpy as np
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
@@ -52,6 +53,25 @@ class IndexedFolder(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         image, label = self.dataset[i]
         return image, label, (i if self.indices is None else self.indices[i])
+
+
+def pixel_statistics(dataset: Dataset, max_images: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels in [0, 1] over up to ``max_images`` evenly spaced images of ``dataset``."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise UsageError("the training split has no images")
+    positions = torch.linspace(0, n - 1, min(n, max_images)).round().long().unique().tolist()
+    total = total_sq = None
+    count = 0
+    for position in positions:
+        image = dataset[position][0].double() / 255.0  # (C, H, W)
+        pixels = image.flatten(1)  # (C, H*W)
+        total = pixels.sum(1) if total is None else total + pixels.sum(1)
+        total_sq = (pixels**2).sum(1) if total_sq is None else total_sq + (pixels**2).sum(1)
+        count += pixels.shape[1]
+    mean = total / count  # type: ignore[operator]
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()  # type: ignore[operator]
+    return tuple(round(float(m), 6) for m in mean), tuple(round(max(float(s), 1e-3), 6) for s in std)
 
 
 class EpochShuffle(Sampler[int]):
@@ -113,6 +133,11 @@ class ImageDataModule(LightningDataModule):
         crop_padding: Zero padding of the random crop in pixels; None takes the dataset's (2 for
             Fashion-MNIST, 4 for CIFAR), 0 leaves flips as the only augmentation.
         image_size: Side of the images for image_folder (others keep their native size).
+        grayscale: image_folder: read the images as one grey channel instead of RGB.
+        mean: Per-channel mean of the pixels in [0, 1] used to normalize; None: the dataset's
+            published value, or for image_folder computed from its training part (then saved
+            with every checkpoint, so evaluation and prediction normalize the same way).
+        std: Per-channel standard deviation, as ``mean``.
         num_workers: Loader processes for image_folder (in-memory datasets need none).
         data_on_device: When training on an accelerator, keep in-memory datasets (Fashion-MNIST,
             CIFAR) on it as uint8 tensors, so a batch is one index operation with no host-to-device copy.
@@ -130,6 +155,9 @@ class ImageDataModule(LightningDataModule):
         augment: bool = False,
         crop_padding: int | None = None,
         image_size: int = 32,
+        grayscale: bool = False,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
         num_workers: int = 4,
         data_on_device: bool = True,
     ) -> None:
@@ -144,8 +172,15 @@ class ImageDataModule(LightningDataModule):
             raise UsageError(f"crop_padding must be >= 0, got {crop_padding}")
         self.save_hyperparameters()
         factory = SOURCES.get(dataset)
-        kwargs = {"image_size": image_size} if dataset == "image_folder" else {}
+        kwargs = {"image_size": image_size, "grayscale": grayscale} if dataset == "image_folder" else {}
         self.source: InMemorySource | FolderSource = factory(root=root, download=download, **kwargs)  # type: ignore[assignment]
+        if (mean is None) != (std is None):
+            raise UsageError("give --data.mean and --data.std together")
+        if mean is not None and std is not None:
+            channels = self.source.info.in_channels
+            if len(mean) != channels or len(std) != channels or min(std) <= 0:
+                raise UsageError(f"--data.mean and --data.std need {channels} values each (std > 0), got {mean} and {std}")
+            self.source.info = dataclasses.replace(self.source.info, mean=tuple(mean), std=tuple(std))
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_fraction = val_fraction
@@ -211,6 +246,22 @@ class ImageDataModule(LightningDataModule):
             self.train_set = IndexedFolder(self.folder_train, train_idx.tolist())
             self.val_set = IndexedFolder(self.folder_train, val_idx.tolist())
             self.test_set = IndexedFolder(self.source.dataset(train=False))
+            if not self.info.mean:
+                self._set_normalization(*pixel_statistics(self.train_set))
+
+    def _set_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Uses and records (in the hyperparameters checkpoints keep) the normalization computed from the data."""
+        self.source.info = dataclasses.replace(self.info, mean=mean, std=std)
+        self.hparams["mean"], self.hparams["std"] = list(mean), list(std)
+        rank_zero_info(f"{self.info.name}: normalization from the training images: mean "
+                       f"{', '.join(f'{m:.4f}' for m in mean)}, std {', '.join(f'{v:.4f}' for v in std)}")
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of pixels in [0, 1] that inputs are normalized with (after setup)."""
+        if not self.info.mean:
+            self.setup("fit")
+        return self.info.mean, self.info.std
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -227,7 +278,8 @@ class ImageDataModule(LightningDataModule):
             # evaluation sees every sample exactly once.
             batches = BatchSampler(sampler, batch_size, drop_last=shuffle and len(dataset) >= batch_size)
             return DataLoader(dataset, sampler=batches, batch_size=None)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,  # image_folder
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,  # image_folder
+                          drop_last=shuffle and len(dataset) >= batch_size,  # type: ignore[arg-type]
                           num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)
 
@@ -324,7 +376,7 @@ class ImageDataModule(LightningDataModule):
         Test-time shifted views fill their border with it too (``distill.models.tta.shift``).
         """
         black = torch.zeros(1, self.info.in_channels, 1, 1, dtype=torch.uint8)
-        return tuple(augment.normalize(black, self.info.mean, self.info.std).flatten().tolist())
+        return tuple(augment.normalize(black, *self.normalization).flatten().tolist())
 
     def random_transforms(self) -> frozenset[str]:
         """Names of the random transforms training batches go through: ``crop``, ``hflip``, or none."""
@@ -341,7 +393,7 @@ class ImageDataModule(LightningDataModule):
             images = augment.random_crop(images, self.crop_pixels)
             if self.info.hflip:
                 images = augment.random_hflip(images)
-        return augment.normalize(images, self.info.mean, self.info.std)
+        return augment.normalize(images, *self.normalization)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor, Tensor]:
         images, labels, indices = batch

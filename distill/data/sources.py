@@ -6,6 +6,7 @@ that batches can be taken by index; an image folder is read lazily, file by file
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -217,8 +218,9 @@ class FolderSource:
         image_size: Side of the square images fed to the model.
     """
 
-    def __init__(self, root: str, image_size: int) -> None:
+    def __init__(self, root: str, image_size: int, grayscale: bool = False) -> None:
         self.root = Path(root)
+        self.mode = "L" if grayscale else "RGB"
         train_dir = self.root / "train"
         test_dir = next((self.root / d for d in ("test", "val") if (self.root / d).is_dir()), None)
         if not train_dir.is_dir() or test_dir is None:
@@ -230,12 +232,13 @@ class FolderSource:
         test_classes = tuple(sorted(e.name for e in os.scandir(test_dir) if e.is_dir()))
         if test_classes != classes:
             raise UsageError(f"class folders differ between {train_dir} and {test_dir}")
-        self.info = DatasetInfo(name="image_folder", num_classes=len(classes), in_channels=3, image_size=image_size,
-                                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), hflip=True,
+        # mean and std are unknown (empty) until computed from the training split (ImageDataModule.setup)
+        self.info = DatasetInfo(name="image_folder", num_classes=len(classes), in_channels=1 if grayscale else 3,
+                                image_size=image_size, mean=(), std=(), hflip=True,
                                 crop_padding=image_size // 8, classes=classes)
 
     def dataset(self, train: bool) -> torch.utils.data.Dataset:
-        """A torchvision ImageFolder yielding ``(uint8 (3, S, S) image, label)`` pairs."""
+        """A torchvision ImageFolder yielding ``(uint8 (C, S, S) image, label)`` pairs (C: 1 grey, 3 RGB)."""
         from torchvision import datasets, transforms
 
         to_uint8 = transforms.Compose([
@@ -243,19 +246,20 @@ class FolderSource:
             transforms.PILToTensor(),
         ])
         return datasets.ImageFolder(str(self.train_dir if train else self.test_dir), transform=to_uint8,
-                                    loader=_open_rgb)
+                                    loader=functools.partial(_open_image, mode=self.mode))
 
 
-def _open_rgb(path: str):  # type: ignore[no-untyped-def]
+def _open_image(path: str, mode: str):  # type: ignore[no-untyped-def]
     from PIL import Image
 
     with Image.open(path) as img:
-        return img.convert("RGB")
+        return img.convert(mode)
 
 
 @SOURCES.register
-def image_folder(root: str | None = None, download: bool = True, image_size: int = 32) -> FolderSource:
+def image_folder(root: str | None = None, download: bool = True, image_size: int = 32,
+                 grayscale: bool = False) -> FolderSource:
     """Any ImageFolder tree with ``train/`` and ``test/`` class folders (never downloaded)."""
     if not root:
         raise UsageError("dataset image_folder needs --data.root DIR holding train/ and test/ class folders")
-    return FolderSource(root, image_size)
+    return FolderSource(root, image_size, grayscale)

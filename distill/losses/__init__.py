@@ -6,14 +6,22 @@ from your own code, call ``DISTILLERS.register(MyMethod, name="mine")`` before `
 
 from __future__ import annotations
 
+from distill.losses.at import AT, at_loss
 from distill.losses.base import Distiller, LabelMixedDistiller, Outputs, standardize_logits
+from distill.losses.crd import CRD, contrastive_loss
+from distill.losses.dist import DIST, dist_loss
 from distill.losses.dkd import DKD, dkd_loss
+from distill.losses.fitnet import FitNet, hint_loss
 from distill.losses.kd import KD, kd_loss
 from distill.registry import Registry
 
 DISTILLERS: Registry[type[Distiller]] = Registry("distillation method")
 DISTILLERS.register(KD, name="kd")
 DISTILLERS.register(DKD, name="dkd")
+DISTILLERS.register(FitNet, name="fitnet")
+DISTILLERS.register(AT, name="at")
+DISTILLERS.register(CRD, name="crd")
+DISTILLERS.register(DIST, name="dist")
 
 
 def method_name(method: Distiller) -> str:
@@ -22,6 +30,7 @@ def method_name(method: Distiller) -> str:
 
 
 __all__ = [
-    "DISTILLERS", "DKD", "Distiller", "KD", "LabelMixedDistiller", "Outputs", "dkd_loss", "kd_loss",
-    "method_name", "standardize_logits",
+    "AT", "CRD", "DIST", "DISTILLERS", "DKD", "Distiller", "FitNet", "KD", "LabelMixedDistiller", "Outputs",
+    "at_loss", "contrastive_loss", "dist_loss", "dkd_loss", "hint_loss", "kd_loss", "method_name",
+    "standardize_logits",
 ]

@@ -47,6 +47,9 @@ class Distiller(nn.Module):
 
     student_features: tuple[str, ...] = ()
     teacher_features: tuple[str, ...] = ()
+    # The settings that weigh the teacher's terms: all at 0, the method trains the student alone
+    # (the honest twin of the same recipe) and the teacher is not run.
+    teacher_weights: tuple[str, ...] = ()
 
     def build(self, student: dict[str, torch.Size], teacher: dict[str, torch.Size]) -> None:
         """Sizes the method's learnable parts from probed shapes, before the optimizer exists.
@@ -59,12 +62,13 @@ class Distiller(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """The method's constructor arguments as plain values (for metrics, reports and checkpoints)."""
-        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        values = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in values.items()}
 
     @property
     def needs_teacher(self) -> bool:
-        """False when the method would ignore the teacher (e.g. KD with alpha=0): its forward pass is skipped."""
-        return True
+        """False when the method would ignore the teacher (every ``teacher_weights`` setting at 0): its forward pass is skipped."""
+        return not self.teacher_weights or any(getattr(self, name) > 0 for name in self.teacher_weights)
 
     def forward(self, student: Outputs, teacher: Outputs | None, labels: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -102,6 +106,8 @@ class LabelMixedDistiller(Distiller):
             (``standardize_logits``) before the teacher terms; the cross-entropy keeps the raw ones.
     """
 
+    teacher_weights = ("alpha",)
+
     def __init__(self, temperature: float, alpha: float, logit_standardize: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
@@ -111,10 +117,6 @@ class LabelMixedDistiller(Distiller):
         self.temperature = temperature
         self.alpha = alpha
         self.logit_standardize = logit_standardize
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.alpha > 0
 
     def teacher_terms(self, student: Outputs, teacher: Outputs, labels: Tensor) -> dict[str, Tensor]:
         """The method's own loss terms, before the ``alpha`` weight."""

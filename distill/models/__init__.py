@@ -4,12 +4,29 @@
 >>> model = create_model("resnet8x4", num_classes=100)
 """
 
+from typing import TYPE_CHECKING
+
+from torch import nn
+
 from distill.models import cifar_resnet, cnn, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
 from distill.models._registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model", "count_parameters"]
+__all__ = ["create_model", "list_models", "register_model", "count_parameters", "object_name", "NetworkOrName"]
+
+if TYPE_CHECKING:
+    NetworkOrName = str | nn.Module
+else:
+    # A network argument takes a name on the command line and, from Python, also an nn.Module. The
+    # command line reads the runtime annotation: str alone, since an nn.Module type would make its
+    # --help list every Module subclass and their arguments.
+    NetworkOrName = str
 
 
 def count_parameters(model) -> int:  # type: ignore[no-untyped-def]
     """Number of parameters of ``model`` (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def object_name(network) -> str:  # type: ignore[no-untyped-def]
+    """``object:<module>.<class>``: how a network passed as an object (not a registry name) is recorded."""
+    return f"object:{type(network).__module__}.{type(network).__qualname__}"

@@ -16,9 +16,19 @@ from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
 from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
-from distill.models import count_parameters, create_model
+from distill.models import NetworkOrName, count_parameters, create_model, object_name
 
-Batch = tuple[Tensor, Tensor, Tensor]  # inputs (B, ...), labels (B,), dataset indices (B,)
+# inputs (B, ...), labels (B,) and, from a DataModule answering DistillData, dataset indices (B,)
+Batch = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]
+
+
+def unpack(batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(inputs, labels, indices)`` of a batch; indices None for a plain ``(inputs, labels)`` batch."""
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]  # type: ignore[misc]
+    if len(batch) == 2:
+        return batch[0], batch[1], None
+    raise UsageError(f"a batch must be (inputs, labels) or (inputs, labels, indices), got {len(batch)} parts")
 
 
 def logs_this_step(trainer: Any) -> bool:
@@ -35,7 +45,8 @@ class ClassifierSystem(LightningModule):
     """Trains ``self.model`` on labelled images; subclasses say what the training loss terms are.
 
     Args:
-        model: Architecture name from the registry (``distill.models.list_models()``).
+        model: Architecture name from the registry (``distill.models.list_models()``); from Python,
+            also an ``nn.Module`` (trained in place; recorded by class name, not stored in hparams).
         model_kwargs: Options of the architecture factory, e.g. ``{"dropout": 0.3, "bn": true}``.
         num_classes: Output classes (linked from the data by the CLI).
         input_shape: (C, H, W) of the inputs (linked from the data by the CLI).
@@ -66,7 +77,7 @@ class ClassifierSystem(LightningModule):
 
     def __init__(
         self,
-        model: str,
+        model: NetworkOrName,
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (1, 28, 28),
@@ -103,7 +114,10 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
+        self._network_given = {"model": model if isinstance(model, nn.Module) else None}
         self.save_hyperparameters(ignore=self.hyperparameters_kept_apart())
+        if isinstance(model, nn.Module):
+            self.hparams["model"] = object_name(model)  # the object is the network, not a hyperparameter
         self.model = self.to_memory_format(self.build_network())
         if compile:
             self.model.compile()
@@ -131,6 +145,8 @@ class ClassifierSystem(LightningModule):
         are saved by then.
         """
         hp = self.hparams
+        if self._network_given["model"] is not None:
+            return self._network_given["model"]
         return create_model(hp.model, num_classes=hp.num_classes, in_channels=hp.input_shape[0], **(hp.model_kwargs or {}))
 
     def report_metrics(self) -> dict[str, Any]:
@@ -139,7 +155,7 @@ class ClassifierSystem(LightningModule):
 
     def hyperparameters_kept_apart(self) -> list[str]:
         """Constructor arguments that are not plain values, stored by the subclass in its own form."""
-        return []
+        return ["model"] if self._network_given["model"] is not None else []
 
     @property
     def distills(self) -> bool:
@@ -163,13 +179,13 @@ class ClassifierSystem(LightningModule):
         """Inference: model-ready inputs (B, ...) -> logits (B, num_classes)."""
         return self.model(inputs)
 
-    def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the named loss terms of one training batch; subclasses override."""
         logits = self.model(images)
         return logits, {"ce": F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        images, labels, indices = batch
+        images, labels, indices = unpack(batch)
         logits, terms = self.training_losses(self.to_memory_format(images), labels, indices)
         if self.hparams.l2 > 0:
             if self._l2_params is None:  # the same tensors every step: split once
@@ -241,7 +257,7 @@ class ClassifierSystem(LightningModule):
         self._evaluate(batch, self.test_metrics, "test")
 
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
-        images, labels, _ = batch
+        images, labels, _ = unpack(batch)
         logits = self(self.to_memory_format(images))
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=labels.shape[0])
         metrics.update(logits, labels)

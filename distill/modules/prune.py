@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from distill.checkpoint import Trained, load_trained, rebuild_data
+from distill.models.teacher_view import TeacherView
 from distill.errors import UsageError
 from distill.export import require
 from distill.losses.kd import kd_loss
@@ -93,22 +93,19 @@ def macs(network: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(count)
 
 
-def taylor_loss(source: Trained, teacher_ckpt: str, images: int) -> Callable[[nn.Module], Tensor]:
-    """The distillation loss (T=4) of a network against the teacher on the source's first ``images`` training inputs.
+def taylor_loss(source: Trained, teacher: nn.Module, images: int) -> Callable[[nn.Module], Tensor]:
+    """The distillation loss (T=4) of a network against ``teacher`` on the source's first ``images`` training inputs.
 
     The inputs are the unaugmented training split in order (``DistillData.training_inputs``), so
     pruning again on resume ranks the channels exactly as the first time.
     """
     if images < 1:
         raise UsageError(f"taylor_images must be >= 1, got {images}")
-    trained_teacher = load_trained(teacher_ckpt)
-    for what in ("num_classes", "input_shape"):
-        if list(np.atleast_1d(trained_teacher.hparams[what])) != list(np.atleast_1d(source.hparams[what])):
-            raise UsageError(f"teacher {teacher_ckpt} and source {source.path} differ in {what} "
-                             f"({trained_teacher.hparams[what]} vs {source.hparams[what]})")
-    teacher = trained_teacher.network.eval()
+    data = rebuild_data(source)
+    if isinstance(teacher, TeacherView) and getattr(data, "normalization", None) is not None:
+        teacher.set_data_normalization(*data.normalization)
     batches, taken = [], 0
-    for inputs, _ in rebuild_data(source).training_inputs():
+    for inputs, _ in data.training_inputs():
         batches.append(inputs[:images - taken].cpu())
         taken += len(batches[-1])
         if taken >= images:
@@ -131,7 +128,6 @@ class PruneModule(DistillModule):
     Resuming prunes the source again (deterministically) before the weights are loaded.
 
     Args:
-        teacher_ckpt: The teacher the pruned network is fine-tuned against.
         source_ckpt: The trained network to prune (by default the demo's student).
         pruning_ratio: Fraction of channels removed from each prunable layer, in (0, 1).
         importance: How channels are ranked: ``magnitude``, ``lamp`` or ``taylor`` (gradients of the
@@ -143,10 +139,11 @@ class PruneModule(DistillModule):
             at most 1/target of the source's (e.g. 4.0 with ``pruning_ratio 0.9`` and ``iterative_steps 20``).
         taylor_images: Training inputs whose gradients rank the channels under ``taylor``.
         model: The source's architecture, read from ``source_ckpt`` (None); another name is refused.
-        **kwargs: Everything ``DistillModule`` takes (method, teacher views and cache, optimizer, schedule).
+        **kwargs: Everything ``DistillModule`` takes: the teacher the pruned network is fine-tuned
+            against (``teacher`` or ``teacher_ckpt``), method, teacher views and cache, optimizer, schedule.
     """
 
-    def __init__(self, teacher_ckpt: str, source_ckpt: str = "checkpoints/student/best.ckpt",
+    def __init__(self, source_ckpt: str = "checkpoints/student/best.ckpt",
                  pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp", "taylor"] = "magnitude",
                  round_to: int | None = None, iterative_steps: int = 1, target_macs_reduction: float | None = None,
                  taylor_images: int = 512, model: str | None = None, **kwargs: Any) -> None:
@@ -155,7 +152,7 @@ class PruneModule(DistillModule):
             raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
         self._source = source
         kwargs.setdefault("model_kwargs", source.hparams.get("model_kwargs"))
-        super().__init__(model=source.hparams["model"], teacher_ckpt=teacher_ckpt, **kwargs)
+        super().__init__(model=source.hparams["model"], **kwargs)
         self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
         del self._source
 
@@ -168,7 +165,10 @@ class PruneModule(DistillModule):
         network = source.network
         shape = tuple(hp.input_shape)
         before = {"params": count_parameters(network), "macs": macs(network, shape)}
-        loss_of = taylor_loss(source, hp.teacher_ckpt, hp.taylor_images) if hp.importance == "taylor" else None
+        loss_of = None
+        if hp.importance == "taylor":
+            teacher, _ = self._load_teacher(self._teacher_given["teacher"])
+            loss_of = taylor_loss(source, teacher, hp.taylor_images)
         prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps,
                        hp.target_macs_reduction, loss_of)
         after = {"params": count_parameters(network), "macs": macs(network, shape)}

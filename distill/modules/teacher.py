@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.models import NetworkOrName
 from distill.modules.classifier import ClassifierSystem
 
 
@@ -11,9 +12,10 @@ class TeacherModule(ClassifierSystem):
     """Trains a network with cross-entropy (optionally label-smoothed) and the full optimization toolkit.
 
     Args:
-        model: Architecture name from the registry (``distill.models.list_models()``).
+        model: Architecture name from the registry (``distill.models.list_models()``); from Python,
+            also an ``nn.Module``.
         **kwargs: Everything ``ClassifierSystem`` takes (optimizer, schedule, regularization, ...).
     """
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def __init__(self, model: NetworkOrName, **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
