@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo compress compare seeds seeds-full test clean-runs
+.PHONY: setup dataset demo compress tune compare seeds seeds-full test clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision first, from pip (not uv/poetry): a local wheel cache is honoured this way.
 	$(PY) -m pip install --quiet "torch>=2.4" "torchvision>=0.19"
-	$(PY) -m pip install --quiet -e ".[test,compress]"
+	$(PY) -m pip install --quiet -e ".[test,compress,tune]"
 	touch $@
 
 setup: $(VENV)/.installed dataset
@@ -36,6 +36,11 @@ compress: setup
 	$(PY) -m distill.train prune --overwrite true
 	$(PY) -m distill.compress --ckpt checkpoints/student/best.ckpt checkpoints/pruned/best.ckpt \
 		--teacher checkpoints/teacher/best.ckpt --out_dir checkpoints/compressed
+
+# On top of make demo's teacher: a 12-trial Bayesian (TPE) search of the student's lr, weight decay, temperature
+# and alpha, 3 epochs a trial, 2 at a time; resumable (run it again), report in checkpoints/tune/student.
+tune: setup
+	$(PY) -m distill.tune student --space tune/student.yaml --trials 12 --jobs 2 --out checkpoints/tune/student
 
 # teacher, KD student, the same student alone, and the report comparing all three
 compare: setup

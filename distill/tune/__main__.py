@@ -1,0 +1,5 @@
+import sys
+
+from distill.tune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,223 @@
+"""Command line: ``python -m distill.tune STAGE --space FILE``: a hyperparameter search of a training stage.
+
+Every trial runs the real ``python -m distill.train STAGE`` in its own process and is scored by its
+best validation accuracy. The study lives in Optuna storage (a journal file in ``--out`` by
+default; a database URL to search from several machines) and resumes when the command is run again.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from rich.console import Console
+
+from distill.errors import OneLineParser, UsageError, exit_code
+from distill.tune import report
+from distill.tune.space import Space, read_space, representative, suggest
+from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
+                                storage_for, worker_id)
+from distill.tune.trial import command, dry_parse, lookup, run, trial_env
+
+STAGES = ("teacher", "student", "prune")
+FIRST_FAILURES = 3  # the study stops when its first trials all fail: a configuration error, not bad luck
+
+
+class SearchFailed(Exception):
+    """The search could not go on (its first trials all failed): exit code 1."""
+
+
+class TrialFailed(Exception):
+    """A trial's training command failed (diverged, crashed): recorded as failed, the study goes on."""
+
+
+def counted(study: Any) -> int:
+    """Trials that count toward the budget: finished ones, except those lost with a killed worker."""
+    states = {"COMPLETE", "PRUNED", "FAIL"}
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.name in states and not t.user_attrs.get("lost"))
+
+
+def devices() -> Queue[str | None]:
+    """The GPUs trials are pinned to, one each (an empty pool on a CPU machine)."""
+    pool: Queue[str | None] = Queue()
+    try:
+        import torch
+
+        for index in range(torch.cuda.device_count()):
+            pool.put(str(index))
+    except ModuleNotFoundError:
+        pass
+    return pool
+
+
+def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, sampler_name: str, pruner_name: str,
+           storage_arg: str | None, study_name: str, seed: int, console: Console) -> dict[str, Any]:
+    """Runs (or continues) the study to ``trials`` trials and writes the report; returns the summary."""
+    op = optuna()
+    grid = sampler_name == "grid"
+    if grid and not space.grid:
+        raise UsageError("--sampler grid needs a `grid:` section in the space file")
+    if not grid and not space.space:
+        raise UsageError(f"--sampler {sampler_name} needs a `space:` section in the space file")
+    dry_parse(stage, space, representative(space, grid))  # every key and value is checked before any trial
+    storage = storage_for(storage_arg, out_dir)
+    study = open_study(study_name, storage, sampler_for(sampler_name, trials, seed, space.grid if grid else None),
+                       pruner_for(pruner_name), {"stage": stage, "space": space.digest(), "sampler": sampler_name})
+    requeued = recover_stale_trials(study, storage)
+    if requeued:
+        console.print(f"resuming: {len(requeued)} trial(s) lost with a killed worker are queued again")
+    if not study.get_trials(deepcopy=False) and not grid:
+        baseline = {key: lookup(base_config_of(stage, space), key) for key in space.space}
+        baseline = {k: v for k, v in baseline.items() if v is not None}
+        if baseline:  # the current recipe is trial 0: the search always includes it
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
+    pool = devices()
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def objective(trial: Any) -> float:
+        trial.set_user_attr("worker", worker_id())
+        params = suggest(trial, space, grid)
+        run_dir = out_dir / "trials" / f"{trial.number:04d}"
+        cmd = command(stage, space, params, run_dir, seed)
+        trial.set_user_attr("command", shlex.join(cmd))
+        device = pool.get() if not pool.empty() else None
+
+        def should_stop(curve: list[float]) -> bool:
+            trial.report(curve[-1], len(curve) - 1)
+            return pruner_name != "none" and trial.should_prune()
+
+        try:
+            outcome = run(cmd, run_dir, trial_env(threads, device), should_stop)
+        finally:
+            if device is not None:
+                pool.put(device)
+        trial.set_user_attr("seconds", round(outcome.seconds, 1))
+        if outcome.pruned:
+            raise op.TrialPruned()
+        if outcome.metrics is None:
+            raise TrialFailed(f"exit code {outcome.returncode}: {outcome.log_tail[:200]}")
+        metrics = outcome.metrics
+        trial.set_user_attr("test_acc", metrics.get("test/acc"))
+        trial.set_user_attr("epochs", metrics.get("epochs"))
+        return float(metrics["best_val_acc"])
+
+    lock = threading.Lock()
+
+    def progress(study: Any, trial: Any) -> None:
+        with lock:
+            value = "-" if trial.value is None else f"{100 * trial.value:.2f}%"
+            best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) else None
+            console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val acc {value:>7}  "
+                          f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {trial.params}"
+                          + (f"  | best #{best.number} {100 * best.value:.2f}%" if best else ""))
+            first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
+            if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
+                study.stop()
+
+    remaining = max(0, trials - counted(study))
+    kwargs = {"catch": (TrialFailed,), "callbacks": [progress], "gc_after_trial": False}
+    if remaining and jobs > 1 and stage != "teacher" and counted(study) == 0:
+        # One trial first, alone: it builds the teacher's cached logits that the parallel ones then read.
+        study.optimize(objective, n_trials=1, n_jobs=1, **kwargs)
+        remaining -= 1
+    if remaining and not all_failed(study, trials):
+        study.optimize(objective, n_trials=remaining, n_jobs=jobs, **kwargs)
+    if all_failed(study, trials):
+        first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[0]
+        raise SearchFailed(f"the first trials all failed; see {out_dir / 'trials'}/{first.number:04d}.log "
+                           f"({first.user_attrs.get('command', '')[:120]})")
+    return finish(stage, space, study, out_dir, sampler_name, storage_arg, seed, console)
+
+
+def base_config_of(stage: str, space: Space) -> dict[str, Any]:
+    """The configuration trials start from, fixed overrides included (parsed by the stage itself)."""
+    return dry_parse(stage, space, {})
+
+
+def all_failed(study: Any, trials: int) -> bool:
+    first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
+    return len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first)
+
+
+def finish(stage: str, space: Space, study: Any, out_dir: Path, sampler: str, storage: str | None, seed: int,
+           console: Console) -> dict[str, Any]:
+    """The summary, ``best.yaml`` and the report files."""
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    best = max(completed, key=lambda t: t.value) if completed else None
+    baseline = next((t for t in completed if t.user_attrs.get("baseline")), None)
+    states: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    summary: dict[str, Any] = {
+        "study": study.study_name, "stage": stage, "sampler": sampler, "seed": seed,
+        "storage": storage or str(out_dir / "study.journal"), "trials": states,
+        "objective": "best validation accuracy (best_val_acc); test accuracy recorded only",
+    }
+    best_config = None
+    if best is not None:
+        summary["best"] = {"number": best.number, "val_acc": best.value, "test_acc": best.user_attrs.get("test_acc"),
+                           "params": best.params}
+        best_config = dry_parse(stage, space, best.params)
+        best_config["run_dir"] = str(out_dir / "best")
+    if baseline is not None:
+        summary["baseline"] = {"number": baseline.number, "val_acc": baseline.value,
+                               "test_acc": baseline.user_attrs.get("test_acc"), "params": baseline.params}
+    written = report.write(out_dir, study, summary, best_config)
+    if best is not None:
+        console.print(f"best: trial {best.number}, val acc {100 * best.value:.2f}% {best.params}"
+                      + (f"; baseline (trial {baseline.number}) {100 * baseline.value:.2f}%" if baseline else ""))
+    console.print(f"wrote {', '.join(p.name for p in written)} in {out_dir}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m distill.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=STAGES, help="the training stage searched")
+    parser.add_argument("--space", required=True, help="search space YAML (base_config, fixed, space, grid)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials in total, resumed ones included (default 12; grid: every point)")
+    parser.add_argument("--jobs", type=int, default=1, help="trials run at once (threads split between them)")
+    parser.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="tpe (Bayesian, default), gp, grid, random")
+    parser.add_argument("--pruner", default="none", choices=PRUNERS,
+                        help="stop poor trials early on their per-epoch val/acc (off by default)")
+    parser.add_argument("--storage", default=None,
+                        help="journal file (default OUT/study.journal) or database URL shared by several machines")
+    parser.add_argument("--study", default=None, help="study name (default: STAGE-SPACE_FILE_NAME)")
+    parser.add_argument("--out", default=None, help="output directory (default checkpoints/tune/STUDY)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    parser.add_argument("--confirm_seeds", type=int, default=0,
+                        help="print the commands that re-run the best and the baseline config over this many seeds")
+    args = parser.parse_args(argv)
+
+    def go() -> None:
+        if args.jobs < 1 or (args.trials is not None and args.trials < 1):
+            raise UsageError("--jobs and --trials must be >= 1")
+        space = read_space(Path(args.space))
+        name = args.study or f"{args.stage}-{Path(args.space).stem}"
+        out_dir = Path(args.out or f"checkpoints/tune/{name}")
+        points = 1
+        for values in space.grid.values():
+            points *= len(values)
+        trials = args.trials or (points if args.sampler == "grid" else 12)
+        summary = search(args.stage, space, out_dir, trials, args.jobs, args.sampler, args.pruner, args.storage, name,
+                         args.seed, Console())
+        if args.confirm_seeds and "best" in summary:
+            seeds = f"python scripts/seeds.py --seeds {args.confirm_seeds} --first_seed {args.seed + 100}"
+            base = f" --student_config {space.base_config}" if space.base_config else ""
+            print(f"confirm over fresh seeds (the best of {trials} noisy trials is biased upward):\n"
+                  f"  {seeds} --student_config {out_dir / 'best.yaml'} --out {out_dir / 'confirm_best'}\n"
+                  f"  {seeds}{base} --out {out_dir / 'confirm_baseline'}")
+
+    try:
+        return exit_code(go)
+    except SearchFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
