@@ -24,6 +24,7 @@ from rich.table import Table
 
 from distill import cost, metrics
 from distill.checkpoint import Trained, load_trained, rebuild_data
+from distill.models import create_model, list_models
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
@@ -115,6 +116,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             quality = metrics.quality(logits, labels)
             row.update(acc=quality["acc"], f1=quality["f1"], test_samples=len(labels), **speeds[row["name"]])
         report = summarize(rows, logits_of, max_drop, reference)
+        report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
         report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop,
                       calibration_images=sum(len(b) for b in calibration))
         atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
@@ -166,6 +168,47 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
                           f"{headline['acc_drop_points']:+.2f} points of accuracy given up")
     return {"artifacts": rows, "recommended": recommended["name"], "headline": headline,
             "verdict": "\n".join(statements)}
+
+
+NOISE_POINTS = 0.5  # what a thread count alone moves one run by (README): a smaller difference is not a gain
+
+
+def registry_twin(trained: Trained) -> str | None:
+    """The registry architecture whose freshly built layers have exactly this network's shapes, if any."""
+    hp = trained.hparams
+    shapes = {k: tuple(v.shape) for k, v in trained.network.state_dict().items()}
+    for name in list_models():
+        try:
+            candidate = create_model(name, num_classes=hp["num_classes"], in_channels=hp["input_shape"][0])
+        except Exception:  # noqa: BLE001 (an architecture that cannot take this task is simply not a match)
+            continue
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None
+
+
+def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) -> list[str]:
+    """For each pruned network whose shape is a registry model's: whether pruning beat distilling that model from scratch."""
+    accuracy = {r["role"]: r["acc"] for r in rows if r["format"] == "pytorch fp32"}
+    statements = []
+    for role, trained in sources.items():
+        if "pruning_ratio" not in trained.hparams:
+            continue
+        twin = registry_twin(trained)
+        if twin is None:
+            continue
+        scratch = next((r for r, t in sources.items() if r != role and t.hparams.get("model") == twin
+                        and "pruning_ratio" not in t.hparams and r != "teacher"), None)
+        if scratch is None:
+            statements.append(f"{role}: its layers are exactly {twin}'s; distill {twin} from scratch "
+                              f"(python -m distill.train student --model.model {twin}) and pass it with --ckpt to "
+                              "see whether pruning adds anything")
+            continue
+        gain = 100 * (accuracy[role] - accuracy[scratch])
+        verdict = ("pruning adds nothing here (inside the half point a thread count alone moves a run)"
+                   if abs(gain) < NOISE_POINTS else ("pruning pays" if gain > 0 else "training from scratch is better"))
+        statements.append(f"{role}: {gain:+.2f} points against {twin} distilled from scratch ({scratch}): {verdict}")
+    return statements
 
 
 COLUMNS = ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", "acc %", "Δ pts", "agree %",

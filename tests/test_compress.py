@@ -106,3 +106,25 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
     torch.save({"weight": torch.zeros(2)}, bad)
     assert main(["--ckpt", str(bad), "--out_dir", str(tmp_path / "o")]) == 2
     assert "not a distill checkpoint" in capsys.readouterr().err
+
+
+def test_the_report_says_whether_pruning_beat_the_same_shape_distilled_from_scratch():
+    pytest.importorskip("torch_pruning")
+    from pathlib import Path
+
+    from distill.checkpoint import Trained
+    from distill.compress import pruning_statements, registry_twin
+    from distill.models import create_model
+    from distill.modules.prune import prune_channels
+
+    hp = {"num_classes": 10, "input_shape": [1, 28, 28]}
+    pruned = prune_channels(create_model("cnn_small", num_classes=10, in_channels=1).eval(), (1, 28, 28), ratio=0.5)
+    sources = {"pruned": Trained(Path("p.ckpt"), pruned, {**hp, "model": "cnn_small", "pruning_ratio": 0.5}, {}),
+               "mini": Trained(Path("m.ckpt"), create_model("cnn_mini", num_classes=10, in_channels=1),
+                               {**hp, "model": "cnn_mini"}, {})}
+    assert registry_twin(sources["pruned"]) == "cnn_mini"  # half of cnn_small's channels: cnn_mini's widths
+    rows = [{"role": "pruned", "format": "pytorch fp32", "acc": 0.9132}, {"role": "mini", "format": "pytorch fp32", "acc": 0.9121}]
+    (statement,) = pruning_statements(sources, rows)
+    assert "+0.11 points against cnn_mini distilled from scratch (mini): pruning adds nothing here" in statement
+    (hint,) = pruning_statements({"pruned": sources["pruned"]}, rows[:1])
+    assert "--model.model cnn_mini" in hint
