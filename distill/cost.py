@@ -21,7 +21,7 @@ def weights_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs for one image (a multiply-add counts 2), by ``torch.utils.flop_counter``."""
     device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -44,7 +44,7 @@ def _median_seconds(model: nn.Module, batch: torch.Tensor, runs: int, warmup: in
     return statistics.median(times)
 
 
-def speed(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device, runs: int = 30,
+def speed(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, runs: int = 30,
           warmup: int = 5, throughput_batch: int = 256) -> dict[str, Any]:
     """Median latency at batch 1 and throughput at ``throughput_batch`` on ``device`` (eval mode).
 
@@ -65,7 +65,7 @@ def speed(model: nn.Module, input_shape: tuple[int, int, int], device: torch.dev
     }
 
 
-def cost(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+def cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Parameters, exported size and FLOPs per sample."""
     return {"params": count_parameters(model), "weights_bytes": weights_bytes(model),
             "flops": flops_per_sample(model, input_shape)}

@@ -6,9 +6,11 @@ Times N optimizer steps (after warm-up) of
   (c) KD with the cached teacher logits,
   (d) KD with the teacher run online on every batch,
   (e) optionally (--with_compile) the stage with torch.compile,
+  (f-h) optionally (--with_methods) attention transfer with the teacher online (forward hooks on both
+        networks, against d), DIST with cached logits (against c) and two cached teachers (against c),
 and the teacher's own forward pass per batch, repeated and interleaved; prints medians and ratios.
 
-    python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json]
+    python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json] [--with_methods]
 """
 
 from __future__ import annotations
@@ -96,11 +98,11 @@ def teacher_forward(teacher_ckpt: Path, data: ImageDataModule, batch_size: int, 
     return (time.perf_counter() - start) / repeats
 
 
-def make_teacher(work: Path, teacher_model: str) -> Path:
+def make_teacher(work: Path, teacher_model: str, name: str = "teacher") -> Path:
     """An (untrained) teacher checkpoint: training speed does not depend on the teacher's weights."""
     from distill.train import main
 
-    run_dir = work / "teacher"
+    run_dir = work / name
     code = main(["teacher", "--model.model", teacher_model, "--run_dir", str(run_dir), "--trainer.max_steps", "1",
                  "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("--student", default="cnn_small")
     parser.add_argument("--teacher", default="cnn_wide")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--with_methods", action="store_true",
+                        help="also time (f) AT with the teacher online, (g) DIST cached, (h) two cached teachers")
     parser.add_argument("--with_compile", action="store_true",
                         help="also time (e) the stage with --model.compile true (compilation not timed)")
     args = parser.parse_args()
@@ -138,6 +142,15 @@ def main() -> None:
     if args.with_compile:
         variants["compiled"] = lambda: stage([*common, "--model.method.alpha", "0", "--model.compile", "true"],
                                              work / "compiled", args.steps, args.warmup)
+    if args.with_methods:
+        second = make_teacher(work, args.teacher, "teacher_b")
+        alone = ["--model.model", args.student, "--data.batch_size", str(args.batch_size), "--overwrite", "true"]
+        variants["at_online"] = lambda: stage([*common, "--model.method", "at", "--model.teacher_cache", "false"],
+                                              work / "at", args.steps, args.warmup)
+        variants["dist_cached"] = lambda: stage([*common, "--model.method", "dist"], work / "dist", args.steps,
+                                                args.warmup)
+        variants["two_cached"] = lambda: stage([*alone, "--model.teacher", f"[{teacher_ckpt}, {second}]"],
+                                               work / "two", args.steps, args.warmup)
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats):  # interleaved, so drifts in machine speed hit every variant alike
         for name, run in variants.items():
@@ -176,6 +189,15 @@ def main() -> None:
         result["compiled_vs_stage"] = median["compiled"] / median["stage"]
         print(f"| (e) student stage, alpha=0, torch.compile | {median['compiled']:.1f} | "
               f"{result['compiled_vs_stage']:.2f} x (b) |")
+    if args.with_methods:
+        result.update(at_online_vs_kd_online=median["at_online"] / median["kd_online"],
+                      dist_cached_vs_kd_cached=median["dist_cached"] / median["kd_cached"],
+                      two_cached_vs_kd_cached=median["two_cached"] / median["kd_cached"])
+        print(f"| (f) AT, teacher online, hooks on both networks | {median['at_online']:.1f} | "
+              f"{result['at_online_vs_kd_online']:.2f} x (d) |")
+        print(f"| (g) DIST, cached teacher logits | {median['dist_cached']:.1f} | "
+              f"{result['dist_cached_vs_kd_cached']:.2f} x (c) |")
+        print(f"| (h) KD, two cached teachers | {median['two_cached']:.1f} | {result['two_cached_vs_kd_cached']:.2f} x (c) |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -23,6 +23,8 @@ PUBLISHED_STAGE_SIDES = {
 
 
 def _input_for(name: str) -> tuple[int, torch.Tensor]:
+    if name.startswith("mlp"):  # table rows: in_channels is the row's width
+        return 10, torch.randn(2, 10)
     if name.startswith("cnn"):
         return 1, torch.randn(2, 1, 28, 28)
     return 3, torch.randn(2, 3, 32, 32)
@@ -137,3 +139,10 @@ def test_no_test_time_augmentation_is_the_model_itself_and_unknown_names_list_th
     assert with_tta(model, "none") is model
     with pytest.raises(UsageError, match="unknown test-time augmentation 'rotate'; valid: none, flip, flip_shift"):
         with_tta(model, "rotate")
+
+
+def test_the_tabular_student_is_under_a_tenth_of_the_tabular_teacher():
+    for width in (8, 20, 60):
+        teacher = count_parameters(create_model("mlp_wide", num_classes=3, in_channels=width))
+        student = count_parameters(create_model("mlp_small", num_classes=3, in_channels=width))
+        assert student * 10 <= teacher

@@ -9,12 +9,15 @@ from lightning.pytorch import LightningDataModule
 from distill.data.datamodule import ImageDataModule
 from distill.data.interface import DistillData
 from distill.data.sources import SOURCES, DatasetInfo
+from distill.data.tabular import TabularDataModule
 from distill.registry import Registry
 
 DATA_MODULES: Registry[type[LightningDataModule]] = Registry("data module")
 DATA_MODULES.register(ImageDataModule, name="images")
+DATA_MODULES.register(TabularDataModule, name="tabular")
 
-__all__ = ["DATA_MODULES", "DatasetInfo", "DistillData", "ImageDataModule", "SOURCES", "list_datasets"]
+__all__ = ["DATA_MODULES", "DatasetInfo", "DistillData", "ImageDataModule", "SOURCES", "TabularDataModule",
+           "list_datasets"]
 
 
 def list_datasets() -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from distill.models import cifar_resnet, cnn, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
+from distill.models import cifar_resnet, cnn, mlp, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
 from distill.models._registry import create_model, list_models, register_model
 
 __all__ = ["create_model", "list_models", "register_model", "count_parameters", "object_name", "NetworkOrName"]

@@ -49,7 +49,7 @@ class ClassifierSystem(LightningModule):
             also an ``nn.Module`` (trained in place; recorded by class name, not stored in hparams).
         model_kwargs: Options of the architecture factory, e.g. ``{"dropout": 0.3, "bn": true}``.
         num_classes: Output classes (linked from the data by the CLI).
-        input_shape: (C, H, W) of the inputs (linked from the data by the CLI).
+        input_shape: Shape of one input, (C, H, W) for images, (F,) for table rows (linked from the data by the CLI).
         optimizer: sgd, adam, adamw, adamax, adagrad, adadelta or rmsprop.
         lr: Peak learning rate, > 0.
         momentum: Momentum for sgd and rmsprop.
@@ -80,7 +80,7 @@ class ClassifierSystem(LightningModule):
         model: NetworkOrName,
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
-        input_shape: tuple[int, int, int] = (1, 28, 28),
+        input_shape: tuple[int, ...] = (1, 28, 28),
         optimizer: str = "adamw",
         lr: float = 3e-3,
         momentum: float = 0.9,

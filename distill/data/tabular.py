@@ -1,0 +1,275 @@
+"""Table rows from a CSV file: a seeded split, the classic preprocessing fitted on the training rows, batches.
+
+``--data tabular --data.path FILE.csv --data.target COLUMN`` (or ``--data.dataset penguins``, a
+table a package ships) classifies rows with any registered model (``mlp_wide``, ``mlp_small``).
+Implements ``distill.data.DistillData``, so both stages, the teacher cache and ``distill.evaluate``
+work unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from distill.data.datamodule import EpochShuffle, IndexedTensors
+from distill.data.preprocess import apply_preprocessing, fit_preprocessing, output_width
+from distill.errors import UsageError
+
+MISSING = {"", "na", "nan", "null", "none", "?"}
+
+
+def shipped_table(name: str) -> tuple[Path, str]:
+    """A table a Python package ships, and its target column: ``penguins`` (palmerpenguins)."""
+    if name == "penguins":
+        try:
+            import palmerpenguins
+        except ModuleNotFoundError:
+            raise UsageError('dataset penguins needs the palmerpenguins package: pip install -e ".[tabular]"') from None
+        return Path(palmerpenguins.__file__).parent / "data" / "penguins.csv", "species"
+    raise UsageError(f"unknown table {name!r}; valid: penguins (or --data.path FILE.csv)")
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file (strings)."""
+    if not path.is_file():
+        raise UsageError(f"table {path} not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0]:
+        raise UsageError(f"table {path} is empty")
+    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
+    if not body:
+        raise UsageError(f"table {path} has a header but no rows")
+    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise UsageError(f"table {path}, line {bad + 2}: {len(body[bad])} fields, the header has {len(header)}")
+    return header, body
+
+
+def is_missing(value: str) -> bool:
+    return value.strip().lower() in MISSING
+
+
+def parse_number(value: str, column: str, line: int) -> float:
+    if is_missing(value):
+        return float("nan")
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"column {column}, line {line}: {value!r} is not a number") from None
+
+
+class TabularDataModule(LightningDataModule):
+    """Rows of a CSV table for classification, preprocessed as the training rows say.
+
+    Args:
+        path: The CSV file (a header line, then one row per sample).
+        dataset: Instead of ``path``, a table a package ships: ``penguins``.
+        target: The column to predict (a shipped table knows its own).
+        numeric: Numeric feature columns; None: every column whose values all parse as numbers.
+        categorical: Categorical feature columns; None: every other column.
+        drop: Columns left out.
+        val_fraction: Part of the rows held out for validation.
+        test_fraction: Part of the rows held out for the test set.
+        split_seed: Seed of the three-way split.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation, test and the cache.
+        impute: Numeric imputation: ``mean`` or ``median`` (categorical: the most frequent category).
+        missing_indicator: Add a 0/1 column per numeric column that had missing training values.
+        encoding: Categorical encoding: ``onehot`` or ``ordinal``.
+        scaling: Numeric scaling: ``zscore``, ``minmax`` or ``none``.
+        reduction: ``none``, ``pca`` or ``lda`` (on the encoded, scaled features).
+        n_components: PCA: a number of components or a fraction of variance (default 0.95); LDA: at
+            most classes - 1 (default).
+        fitted: The fitted preprocessing, as plain values: filled in by fitting on the training rows
+            and saved with every checkpoint (never set by hand).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        dataset: str | None = None,
+        target: str | None = None,
+        numeric: list[str] | None = None,
+        categorical: list[str] | None = None,
+        drop: list[str] | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 1024,
+        impute: Literal["mean", "median"] = "mean",
+        missing_indicator: bool = False,
+        encoding: Literal["onehot", "ordinal"] = "onehot",
+        scaling: Literal["zscore", "minmax", "none"] = "zscore",
+        reduction: Literal["none", "pca", "lda"] = "none",
+        n_components: float | None = None,
+        fitted: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if (path is None) == (dataset is None):
+            raise UsageError("tabular data needs --data.path FILE.csv or --data.dataset NAME (one of the two)")
+        if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise UsageError(f"val_fraction and test_fraction must leave training rows, got {val_fraction}, {test_fraction}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise UsageError("batch sizes must be >= 1")
+        self.save_hyperparameters()
+        file, shipped_target = shipped_table(dataset) if dataset else (Path(path), None)  # type: ignore[arg-type]
+        self.file = file
+        self.target = target or shipped_target
+        if not self.target:
+            raise UsageError("--data.target COLUMN: which column to predict")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        header, rows = read_table(file)
+        self._columns(header, rows, numeric, categorical, drop or [])
+        self._split_and_fit(header, rows, fitted)
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def _columns(self, header: list[str], rows: list[list[str]], numeric: list[str] | None,
+                 categorical: list[str] | None, drop: list[str]) -> None:
+        for name in [self.target, *(numeric or []), *(categorical or []), *drop]:
+            if name not in header:
+                raise UsageError(f"column {name!r} is not in {self.file} (columns: {', '.join(header)})")
+        features = [h for h in header if h != self.target and h not in drop]
+
+        def all_numbers(column: str) -> bool:
+            j = header.index(column)
+            values = [r[j] for r in rows if not is_missing(r[j])]
+            try:
+                [float(v) for v in values]
+            except ValueError:
+                return False
+            return bool(values)
+
+        if numeric is None:
+            numeric = [c for c in features if c not in (categorical or []) and all_numbers(c)]
+        if categorical is None:
+            categorical = [c for c in features if c not in numeric]
+        self.numeric_columns, self.categorical_columns = list(numeric), list(categorical)
+
+    def parse_rows(self, header: list[str], rows: list[list[str]], first_line: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Numeric (N, n) floats (NaN missing) and categorical (N, m) strings (None missing) of ``rows``.
+
+        Raises:
+            UsageError: a column missing from ``header``, a non-number in a numeric column.
+        """
+        for name in [*self.numeric_columns, *self.categorical_columns]:
+            if name not in header:
+                raise UsageError(f"column {name!r} is missing (the model was trained with it)")
+        num_idx = [header.index(c) for c in self.numeric_columns]
+        cat_idx = [header.index(c) for c in self.categorical_columns]
+        numeric = np.array([[parse_number(r[j], header[j], first_line + i) for j in num_idx]
+                            for i, r in enumerate(rows)], dtype=np.float64).reshape(len(rows), len(num_idx))
+        categorical = np.array([[None if is_missing(r[j]) else r[j].strip() for j in cat_idx] for r in rows],
+                               dtype=object).reshape(len(rows), len(cat_idx))
+        return numeric, categorical
+
+    def _split_and_fit(self, header: list[str], rows: list[list[str]], fitted: dict[str, Any] | None) -> None:
+        t = header.index(self.target)
+        rows = [r for r in rows if not is_missing(r[t])]  # rows without a target teach nothing
+        self.classes = tuple(sorted({r[t].strip() for r in rows}))
+        if len(self.classes) < 2:
+            raise UsageError(f"target {self.target} takes {len(self.classes)} value(s); classification needs 2 or more")
+        labels = np.array([self.classes.index(r[t].strip()) for r in rows])
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
+        n_test = max(1, round(len(rows) * self.hparams.test_fraction))
+        n_val = round(len(rows) * self.hparams.val_fraction)
+        test, val, train = np.sort(order[:n_test]), np.sort(order[n_test:n_test + n_val]), np.sort(order[n_test + n_val:])
+        numeric, categorical = self.parse_rows(header, rows)
+        # The training array that batch indices point into: training rows, then validation rows.
+        pool = np.concatenate([train, val])
+        if fitted is None:  # fitted on the training rows only, never on validation or test rows
+            h = self.hparams
+            fitted = fit_preprocessing(numeric[train], categorical[train], labels[train], impute=h.impute,
+                                       missing_indicator=h.missing_indicator, encoding=h.encoding, scaling=h.scaling,
+                                       reduction=h.reduction, n_components=h.n_components,
+                                       numeric_names=self.numeric_columns, categorical_names=self.categorical_columns)
+            self.hparams["fitted"] = fitted  # saved with every checkpoint: evaluation applies the same transform
+        self.fitted = fitted
+        features = torch.from_numpy(apply_preprocessing(numeric, categorical, fitted))
+        targets = torch.from_numpy(labels).long()
+        self.train_x, self.train_y = features[pool], targets[pool]
+        self.test_x, self.test_y = features[test], targets[test]
+        self.train_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train)))
+        self.val_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train), len(pool)))
+        self.test_set = IndexedTensors(self.test_x, self.test_y, torch.arange(len(test)))
+        digest = hashlib.sha256(self.file.read_bytes())
+        digest.update(repr((self.target, self.numeric_columns, self.categorical_columns, sorted(self.hparams.items(),
+                                                                                                key=lambda kv: kv[0]))).encode())
+        self._fingerprint = digest.hexdigest()
+
+    # -- DistillData -----------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (output_width(self.fitted, len(self.numeric_columns)),)
+
+    mirror_keeps_class = property(lambda self: False)
+    border_fill = property(lambda self: None)
+
+    def random_transforms(self) -> frozenset[str]:
+        return frozenset()
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def num_training_samples(self) -> int:
+        return len(self.train_x)
+
+    def training_inputs(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(self.train_x), self.eval_batch_size):
+            idx = torch.arange(start, min(start + self.eval_batch_size, len(self.train_x)))
+            yield self.train_x[idx], idx
+
+    def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(self.test_x), self.eval_batch_size):
+            yield self.test_x[start:start + self.eval_batch_size], self.test_y[start:start + self.eval_batch_size]
+
+    def read_table_file(self, path: Path) -> Tensor:
+        """Rows of another CSV with the same feature columns, as model inputs (the training transform)."""
+        header, rows = read_table(path)
+        return torch.from_numpy(apply_preprocessing(*self.parse_rows(header, rows), self.fitted))
+
+    # -- loaders -----------------------------------------------------------------------------------------------------
+    def _loader(self, dataset: IndexedTensors, batch_size: int, shuffle: bool) -> DataLoader:
+        epoch = (lambda: self.trainer.current_epoch if self.trainer is not None else 0)
+        sampler = EpochShuffle(len(dataset), torch.initial_seed(), epoch) if shuffle else SequentialSampler(dataset)
+        # The only batch of a table smaller than one batch is trained on, never dropped.
+        batches = BatchSampler(sampler, batch_size, drop_last=shuffle and len(dataset) > batch_size)
+        return DataLoader(dataset, sampler=batches, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set if len(self.val_set) else self.test_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+def table_text(header: list[str], rows: list[list[str]]) -> str:
+    """A CSV file's text (tests and examples write tables with it)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()

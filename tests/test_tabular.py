@@ -1,0 +1,165 @@
+"""Table rows: each preprocessing step against scikit-learn, fitted on training rows only, saved as plain
+values, and both stages through the real CLI on a small CSV."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import load_checkpoint, load_trained, rebuild_data
+from distill.data.preprocess import apply_preprocessing, fit_preprocessing
+from distill.data.tabular import TabularDataModule, table_text
+from distill.errors import UsageError
+from distill.train import main
+
+sklearn = pytest.importorskip("sklearn")
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+         "--trainer.logger", "false"]
+
+
+def make_table(path, rows=240, seed=0, shift=0.0, missing=True):
+    """Three classes from two numbers and a colour, with gaps; ``shift`` moves every ``x`` value."""
+    rng = np.random.default_rng(seed)
+    header = ["x", "y", "colour", "label"]
+    body = []
+    for i in range(rows):
+        k = i % 3
+        x, y = rng.normal(2.0 * k, 0.7) + shift, rng.normal(-k, 0.7)
+        colour = ["red", "green", "blue"][k] if rng.random() < 0.7 else ["red", "green", "blue"][rng.integers(3)]
+        cells = [f"{x:.4f}", f"{y:.4f}", colour, f"class{k}"]
+        if missing and rng.random() < 0.1:
+            cells[rng.integers(3)] = "NA"
+        body.append(cells)
+    path.write_text(table_text(header, body))
+    return path
+
+
+def numeric_matrix(rng, n=50):
+    x = rng.normal(3.0, 2.0, (n, 3))
+    x[rng.random((n, 3)) < 0.15] = np.nan
+    return x
+
+
+def test_numeric_steps_match_scikit_learn():
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    rng = np.random.default_rng(0)
+    x, empty = numeric_matrix(rng), np.empty((50, 0), dtype=object)
+    for impute in ("mean", "median"):
+        filled = SimpleImputer(strategy=impute).fit_transform(x)
+        for scaling, scaler in (("zscore", StandardScaler()), ("minmax", MinMaxScaler())):
+            state = fit_preprocessing(x, empty, None, impute=impute, scaling=scaling)
+            assert np.allclose(apply_preprocessing(x, empty, state), scaler.fit_transform(filled), atol=1e-6)
+
+
+def test_indicators_encodings_and_reductions_match_scikit_learn():
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.impute import MissingIndicator
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    rng = np.random.default_rng(1)
+    x = numeric_matrix(rng, 60)
+    cats = rng.choice(["a", "b", "c"], (60, 2)).astype(object)
+    labels = rng.integers(0, 3, 60)
+    state = fit_preprocessing(x, cats, labels, missing_indicator=True, scaling="none")
+    out = apply_preprocessing(x, cats, state)
+    indicators = MissingIndicator(features="missing-only").fit_transform(x)
+    assert np.allclose(out[:, 3:3 + indicators.shape[1]], indicators)
+    assert np.allclose(out[:, 3 + indicators.shape[1]:], OneHotEncoder().fit_transform(cats.astype(str)).toarray())
+    ordinal = fit_preprocessing(x, cats, None, encoding="ordinal", scaling="none")
+    assert np.allclose(apply_preprocessing(x, cats, ordinal)[:, 3:], OrdinalEncoder().fit_transform(cats.astype(str)))
+    full = apply_preprocessing(x, cats, fit_preprocessing(x, cats, None))
+    pca_state = fit_preprocessing(x, cats, None, reduction="pca", n_components=3)
+    assert np.allclose(apply_preprocessing(x, cats, pca_state), PCA(3, svd_solver="full").fit_transform(full), atol=1e-5)
+    lda_state = fit_preprocessing(x, cats, labels, reduction="lda")
+    expected = LinearDiscriminantAnalysis(n_components=2).fit(full, labels).transform(full)
+    assert np.allclose(apply_preprocessing(x, cats, lda_state), expected, atol=1e-5)
+
+
+def test_unseen_categories_and_gaps_are_handled_as_documented():
+    x = np.array([[1.0], [np.nan], [3.0]])
+    cats = np.array([["a"], [None], ["a"]], dtype=object)
+    state = fit_preprocessing(x, cats, None, scaling="none")
+    out = apply_preprocessing(np.array([[np.nan]]), np.array([["zebra"]], dtype=object), state)
+    assert out.tolist() == [[2.0, 0.0]]  # the training mean; an unseen category: all zeros (one-hot)
+    ordinal = fit_preprocessing(x, cats, None, scaling="none", encoding="ordinal")
+    assert apply_preprocessing(x[:1], np.array([["zebra"]], dtype=object), ordinal).tolist() == [[1.0, 1.0]]
+
+
+def test_preprocessing_is_fitted_on_the_training_rows_only(tmp_path):
+    base = TabularDataModule(path=str(make_table(tmp_path / "a.csv")), target="label")
+    # The same table whose test rows (only) are shifted far away: the fitted scaler must not move.
+    header, rows = (tmp_path / "a.csv").read_text().splitlines()[0].split(","), [
+        line.split(",") for line in (tmp_path / "a.csv").read_text().splitlines()[1:]]
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).numpy()
+    test_rows = set(order[: round(len(rows) * 0.2)].tolist())
+    for i in test_rows:
+        if rows[i][0] != "NA":
+            rows[i][0] = str(float(rows[i][0]) + 100.0)
+    (tmp_path / "b.csv").write_text(table_text(header, rows))
+    shifted = TabularDataModule(path=str(tmp_path / "b.csv"), target="label")
+    assert shifted.fitted == base.fitted
+    assert torch.equal(shifted.train_x, base.train_x) and not torch.equal(shifted.test_x, base.test_x)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": "nope"}, "column 'nope' is not in"),
+    ({"target": "label", "reduction": "pca", "n_components": 50}, "PCA with 50 components"),
+    ({"target": "label", "reduction": "lda", "n_components": 5}, "LDA with 5 components"),
+])
+def test_bad_tables_and_settings_are_one_line_errors(kwargs, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        TabularDataModule(path=str(make_table(tmp_path / "t.csv")), **kwargs)
+
+
+def test_empty_files_all_missing_columns_and_words_in_numbers_are_refused(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(UsageError, match="is empty"):
+        TabularDataModule(path=str(tmp_path / "empty.csv"), target="label")
+    (tmp_path / "gap.csv").write_text(table_text(["x", "z", "label"], [["1", "NA", "a"], ["2", "NA", "b"]] * 10))
+    with pytest.raises(UsageError, match="column z has no value in the training rows"):
+        TabularDataModule(path=str(tmp_path / "gap.csv"), target="label", numeric=["x", "z"])
+    (tmp_path / "word.csv").write_text(table_text(["x", "label"], [["1", "a"], ["two", "b"]] * 10))
+    with pytest.raises(UsageError, match=r"column x, line 3: 'two' is not a number"):
+        TabularDataModule(path=str(tmp_path / "word.csv"), target="label", numeric=["x"])
+
+
+def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transform(tmp_path):
+    table = make_table(tmp_path / "t.csv")
+    data = ["--data", "tabular", "--data.path", str(table), "--data.target", "label", "--data.missing_indicator", "true"]
+    assert main(["teacher", "--model.model", "mlp_wide", "--trainer.max_epochs", "6", *data, *QUIET,
+                 "--run_dir", str(tmp_path / "teacher")]) == 0
+    teacher = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert teacher["test/acc"] > 0.6  # three well separated classes
+    assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
+                 "--trainer.max_epochs", "3", *data, *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
+    student = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert student["method"] == "kd" and student["teacher_test_acc"] == pytest.approx(teacher["test/acc"])
+    # weights_only round trip: the data rebuilt from the checkpoint applies the identical, saved transform.
+    ckpt = load_checkpoint(tmp_path / "student" / "best.ckpt")
+    fitted = ckpt["datamodule_hyper_parameters"]["fitted"]
+    assert isinstance(fitted["shift"], list) and ckpt["data_module"] == "tabular"
+    trained = load_trained(tmp_path / "student" / "best.ckpt")
+    rebuilt = rebuild_data(trained)
+    original = TabularDataModule(path=str(table), target="label", missing_indicator=True)
+    assert torch.equal(rebuilt.test_x, original.test_x) and rebuilt.input_shape == original.input_shape
+    assert trained.network(rebuilt.test_x[:4]).shape == (4, 3)
+    # A new CSV through the same transform; a column it lacks is one line.
+    assert rebuilt.read_table_file(table).shape[1] == rebuilt.input_shape[0]
+    (tmp_path / "partial.csv").write_text(table_text(["x", "label"], [["1", "class0"]]))
+    with pytest.raises(UsageError, match="column 'y' is missing"):
+        rebuilt.read_table_file(tmp_path / "partial.csv")
+
+
+def test_the_shipped_penguins_table_has_gaps_and_categories():
+    pytest.importorskip("palmerpenguins")
+    data = TabularDataModule(dataset="penguins")
+    assert data.class_names == ("Adelie", "Chinstrap", "Gentoo") and data.target == "species"
+    assert data.categorical_columns == ["island", "sex"] and "bill_length_mm" in data.numeric_columns
+    assert data.num_training_samples() + len(data.test_x) == 344  # every penguin has a species; gaps are imputed
