@@ -19,7 +19,7 @@ from rich.console import Console
 
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.tune import report
-from distill.tune.space import Space, read_space, representative, suggest
+from distill.tune.space import Space, flags, read_space, representative, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
                                 storage_for, worker_id)
 from distill.tune.trial import command, dry_parse, lookup, run, trial_env
@@ -115,8 +115,9 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
         with lock:
             value = "-" if trial.value is None else f"{100 * trial.value:.2f}%"
             best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) else None
+            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
             console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val acc {value:>7}  "
-                          f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {trial.params}"
+                          f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {params}"
                           + (f"  | best #{best.number} {100 * best.value:.2f}%" if best else ""))
             first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
             if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
@@ -208,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
             points *= len(values)
         trials = args.trials or (points if args.sampler == "grid" else 12)
         summary = search(args.stage, space, out_dir, trials, args.jobs, args.sampler, args.pruner, args.storage, name,
-                         args.seed, Console())
+                         args.seed, Console(soft_wrap=True, highlight=False))
         if args.confirm_seeds and "best" in summary:
-            seeds = f"python scripts/seeds.py --seeds {args.confirm_seeds} --first_seed {args.seed + 100}"
+            # At the recipe's full budget: the base recipe with the best parameters, without the search's
+            # fixed overrides (which shorten trials).
+            seeds = f"python scripts/seeds.py --seeds {args.confirm_seeds} --first_seed {args.seed + 100} --jobs {args.jobs}"
             base = f" --student_config {space.base_config}" if space.base_config else ""
-            print(f"confirm over fresh seeds (the best of {trials} noisy trials is biased upward):\n"
-                  f"  {seeds} --student_config {out_dir / 'best.yaml'} --out {out_dir / 'confirm_best'}\n"
+            best = shlex.join(flags(summary["best"]["params"]))
+            print(f"confirm over fresh seeds at the full budget (the best of {trials} noisy trials is biased upward):\n"
+                  f"  {seeds}{base} --student_args {shlex.quote(best)} --out {out_dir / 'confirm_best'}\n"
                   f"  {seeds}{base} --out {out_dir / 'confirm_baseline'}")
 
     try:
