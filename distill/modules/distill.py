@@ -111,9 +111,9 @@ class DistillModule(ClassifierSystem):
         self.teacher, teacher_hparams = self._load_teachers(self._teacher_given["teacher"])
         self.teacher_params = count_parameters(self.teacher)
         if self.num_params > self.teacher_params:
-            rank_zero_warn(f"the student {model} ({self.num_params:,} parameters) is larger than its teacher "
-                           f"({self.teacher_params:,}, {self.num_params / self.teacher_params:.1f}x): distillation "
-                           "usually compresses; check --model.model and --model.teacher_ckpt")
+            rank_zero_warn(f"the student {self.hparams.model} ({self.num_params:,} parameters) is larger than its "
+                           f"teacher ({self.teacher_params:,}, {self.num_params / self.teacher_params:.1f}x): "
+                           "distillation usually compresses; check --model.model and --model.teacher")
         self.teacher_tta = teacher_tta or teacher_hparams.get("tta", "none")  # stages once recorded their own
         self.teacher_fill: tuple[float, ...] | None = None  # border of shifted views; the data's, set in setup
         self.student_recorder = self._recorder(self.model, self.distiller.student_features, detach=False)
@@ -163,6 +163,8 @@ class DistillModule(ClassifierSystem):
         self.teacher_spec, self.teacher_kind = f"[{', '.join(specs)}]", "ensemble"
         self.teacher_file = next((Path(s) for s in specs if Path(s).is_file()), self.teacher_file)
         self._member_identities, self.teacher_member_specs = identities, specs
+        if any(isinstance(g, nn.Module) for g in given):
+            self.hparams["teacher"] = self.teacher_spec  # the objects themselves are not hyperparameters
         tta = {h.get("tta", "none") for h in recorded}
         ensemble = Ensemble(members, self.hparams.teacher_ensemble, self.hparams.teacher_ensemble_temperature)
         return ensemble, ({"tta": tta.pop()} if len(tta) == 1 else {})
