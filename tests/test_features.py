@@ -12,7 +12,9 @@ from distill.models import create_model, list_models
 from distill.models.tta import with_tta
 
 
-def small_input(name: str) -> tuple[int, int, int]:
+def small_input(name: str) -> tuple[int, ...]:
+    if name.startswith("mlp"):
+        return (12,)  # a table row of 12 features
     return (1, 28, 28) if name.startswith("cnn") else (3, 32, 32)
 
 
@@ -26,8 +28,8 @@ def test_every_architecture_publishes_stage_and_penultimate_aliases(name):
     recorder = FeatureRecorder(model, [*stages, "penultimate"])
     logits, shapes = probe_shapes(model, recorder, shape)
     assert logits == (2, 10)
-    for alias in stages:
-        assert len(shapes[alias]) == 4 and shapes[alias][0] == 2  # (B, C, H, W) maps
+    for alias in stages:  # (B, C, H, W) maps; (B, C) vectors for table rows
+        assert len(shapes[alias]) == len(shape) + 1 and shapes[alias][0] == 2
     sides = [shapes[alias][-1] for alias in stages]
     assert sides == sorted(sides, reverse=True)  # later stages never grow
     # The penultimate feature holds what the last linear layer reads.
