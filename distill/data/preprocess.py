@@ -14,6 +14,7 @@ prediction time encode as all zeros (one-hot) or as one extra code (ordinal).
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,10 @@ SCALINGS = ("zscore", "minmax", "none")
 REDUCTIONS = ("none", "pca", "lda")
 
 
-def _sklearn() -> Any:
-    try:
-        import sklearn  # noqa: F401
-    except ModuleNotFoundError:
-        raise UsageError('tabular data needs scikit-learn to fit its preprocessing: pip install -e ".[tabular]"') from None
-    return sklearn
+def _require_sklearn() -> None:
+    """A one-line error naming the extra when scikit-learn is missing (it fits the steps, never applies them)."""
+    if importlib.util.find_spec("sklearn") is None:
+        raise UsageError('tabular data needs scikit-learn to fit its preprocessing: pip install -e ".[tabular]"')
 
 
 def fit_preprocessing(numeric: np.ndarray, categorical: np.ndarray, labels: np.ndarray | None, *,
@@ -53,7 +52,7 @@ def fit_preprocessing(numeric: np.ndarray, categorical: np.ndarray, labels: np.n
     Raises:
         UsageError: an unknown step, a column with no value at all, more components than features.
     """
-    _sklearn()
+    _require_sklearn()
     from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
