@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from distill.checkpoint_io import AtomicCheckpointIO
 from distill.data import DATA_MODULES
+from distill.data.interface import target_scale_of, task_of
 from distill.errors import UsageError
 from distill.losses import DISTILLERS
 from distill.modules import ClassifierSystem, DistillModule, PruneModule, TeacherModule
@@ -156,22 +157,21 @@ class DistillCLI(LightningCLI):
                             help="Linear LR scaling (Goyal et al. 2017): multiply model.lr by the effective batch size "
                                  "(per-device batch x devices x nodes x accumulation) over this base. 0: off.")
         parser.add_argument("--early_stopping_patience", type=int, default=0,
-                            help="Stop when val/acc has not improved for this many validations (0: never).")
+                            help="Stop when the monitored validation figure (val/acc; regression: val/r2) has "
+                                 "not improved for this many validations (0: never).")
         parser.set_defaults({"data": {"class_path": DATA_MODULES.import_path(DEFAULT_DATA)}})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        # Optional members of the data interface: a DataModule that does not say is classification.
+        parser.link_arguments("data", "model.task", compute_fn=task_of, apply_on="instantiate")
+        parser.link_arguments("data", "model.target_scale", compute_fn=target_scale_of, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         trainer_cfg = self.config.trainer
         check_devices(trainer_cfg.get("accelerator"), trainer_cfg.get("devices"))
-        callbacks: list[Callback] = [
-            ModelCheckpoint(dirpath=self.config.run_dir, filename="best", monitor="val/acc", mode="max",
-                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-        ]
+        callbacks: list[Callback] = []
         if trainer_cfg.get("logger") is not False:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        if self.config.early_stopping_patience > 0:
-            callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=self.config.early_stopping_patience))
         if trainer_cfg.get("enable_model_summary") is not False:
             callbacks.append(RichModelSummary(max_depth=2))
         if trainer_cfg.get("enable_progress_bar") is not False:
@@ -180,6 +180,15 @@ class DistillCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         run_dir = Path(self.config.run_dir)
+        # The model exists by now: it names the figure that picks the best checkpoint (its data's task).
+        monitor = self.model.monitor
+        watchers: list[Callback] = [
+            ModelCheckpoint(dirpath=str(run_dir), filename="best", monitor=monitor, mode="max", save_last=True,
+                            auto_insert_metric_name=False, enable_version_counter=False),
+        ]
+        if self.config.early_stopping_patience > 0:
+            watchers.append(EarlyStopping(monitor=monitor, mode="max", patience=self.config.early_stopping_patience))
+        self.trainer_defaults["callbacks"] = [*watchers, *self.trainer_defaults.get("callbacks", [])]
         kwargs.setdefault("default_root_dir", str(run_dir))
         if self.config.trainer.get("logger") in (None, True):
             kwargs["logger"] = default_loggers(run_dir)

@@ -3,8 +3,9 @@
 Exports each network to ONNX (fp32, checked against PyTorch), quantizes it to int8 (onnxruntime,
 static, calibrated on training images), measures every artifact side by side on the test set and
 the CPU, and names the artifact to ship: the fastest at batch 1 within ``--max_drop`` points of
-the first student in PyTorch. Each network is named by its run directory (``student``, ``pruned``). Writes the ``.onnx`` files, ``compress.json``, ``compress.md`` and
-``compress.png`` (accuracy against latency), all at once when everything succeeded.
+the first student in PyTorch (for a regression target: of R² × 100). Each network is named by its
+run directory (``student``, ``pruned``). Writes the ``.onnx`` files, ``compress.json``,
+``compress.md`` and ``compress.png`` (accuracy against latency), all at once when everything succeeded.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
-    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"],
+    task = trained.hparams.get("task", "classification")
+    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"], "task": task,
                "classes": list(data.class_names), "model": trained.hparams["model"], "source": str(trained.path),
                "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
-               "data": trained.data_hparams, "output": "logits"}
+               "data": trained.data_hparams, "output": "values" if task == "regression" else "logits"}
     for path, fmt in ((onnx_path, "onnx fp32"), (int8_path, "onnx int8")):
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt}, indent=2) + "\n")
     return [
@@ -110,14 +112,20 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         input_shape = tuple(sources[reference].hparams["input_shape"])
         speeds = interleaved_speed({r["name"]: r["model_obj"] for r in rows}, input_shape, latency_runs)
         logits_of: dict[str, torch.Tensor] = {}
+        regression = sources[reference].hparams.get("task") == "regression"
         for row in rows:
             logits, labels = test_logits(row["model_obj"], data, "cpu")
             logits_of[row["name"]] = logits
-            quality = metrics.quality(logits, labels)
-            row.update(acc=quality["acc"], f1=quality["f1"], test_samples=len(labels), **speeds[row["name"]])
-        report = summarize(rows, logits_of, max_drop, reference)
+            if regression:
+                quality = metrics.regression_quality(logits, labels)
+                row.update(r2=quality["r2"], mse=quality["mse"], mae=quality["mae"])
+            else:
+                quality = metrics.quality(logits, labels)
+                row.update(acc=quality["acc"], f1=quality["f1"])
+            row.update(test_samples=len(labels), **speeds[row["name"]])
+        report = summarize(rows, logits_of, max_drop, reference, "r2" if regression else "acc")
         report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
-        report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop,
+        report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop, input_shape=list(input_shape),
                       calibration_images=sum(len(b) for b in calibration))
         atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(work / "compress.md", markdown(report))
@@ -132,26 +140,39 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     return report
 
 
+FIGURES = {"acc": "accuracy", "r2": "R²"}  # the quality figure artifacts are held to: accuracy, or R² (regression)
+
+
+def shown(value: float, figure: str) -> str:
+    return f"{100 * value:.2f}%" if figure == "acc" else f"{value:.4f}"
+
+
 def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
-              reference: str) -> dict[str, Any]:
-    """Ratios, agreements, the recommended artifact and plain statements about what paid off."""
+              reference: str, figure: str = "acc") -> dict[str, Any]:
+    """Ratios, agreements, the recommended artifact and plain statements about what paid off.
+
+    ``figure`` is ``acc`` (accuracy) or ``r2`` (a regression's R²); points are 100 times either.
+    """
     by_name = {r["name"]: r for r in rows}
     for row in rows:
         source = by_name[f"{row['role']} (PyTorch)"]
         onnx = by_name[f"{row['role']} (ONNX fp32)"]
         row["size_ratio"] = row["bytes"] / source["bytes"]
-        row["acc_change_points"] = 100 * (row["acc"] - source["acc"])
-        row["agreement_with_fp32"] = metrics.agreement(logits_of[row["name"]], logits_of[source["name"]])
+        row[f"{figure}_change_points"] = 100 * (row[figure] - source[figure])
+        if figure == "acc":
+            row["agreement_with_fp32"] = metrics.agreement(logits_of[row["name"]], logits_of[source["name"]])
+        else:  # how far the artifact's predictions are from the same network's in PyTorch, in the target's units
+            row["mse_to_fp32"] = metrics.regression_quality(logits_of[row["name"]], logits_of[source["name"]])["mse"]
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
         row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
         row.pop("model_obj")
     student = by_name[f"{reference} (PyTorch)"]
-    budget = student["acc"] - max_drop / 100
-    candidates = [r for r in rows if r["role"] != "teacher" and r["acc"] >= budget - 1e-12]
+    budget = student[figure] - max_drop / 100
+    candidates = [r for r in rows if r["role"] != "teacher" and r[figure] >= budget - 1e-12]
     recommended = min(candidates, key=lambda r: r["latency_ms"])
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
                   f"student artifact at batch 1 within {max_drop} points of {reference} in PyTorch "
-                  f"({100 * recommended['acc']:.2f}% against {100 * student['acc']:.2f}%)"]
+                  f"({FIGURES[figure]} {shown(recommended[figure], figure)} against {shown(student[figure], figure)})"]
     for role in dict.fromkeys(r["role"] for r in rows):
         int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
         if int8["latency_ms"] > fp32["latency_ms"]:
@@ -162,11 +183,11 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     if teacher is not None:
         headline = {"params_ratio": teacher["params"] / recommended["params"],
                     "latency_ratio": teacher["latency_ms"] / recommended["latency_ms"],
-                    "acc_drop_points": 100 * (teacher["acc"] - recommended["acc"])}
+                    f"{figure}_drop_points": 100 * (teacher[figure] - recommended[figure])}
         statements.append(f"against the teacher in PyTorch: {headline['params_ratio']:.0f}x fewer parameters, "
                           f"{headline['latency_ratio']:.1f}x lower batch-1 latency, "
-                          f"{headline['acc_drop_points']:+.2f} points of accuracy given up")
-    return {"artifacts": rows, "recommended": recommended["name"], "headline": headline,
+                          f"{headline[f'{figure}_drop_points']:+.2f} points of {FIGURES[figure]} given up")
+    return {"artifacts": rows, "recommended": recommended["name"], "headline": headline, "figure": figure,
             "verdict": "\n".join(statements)}
 
 
@@ -189,7 +210,8 @@ def registry_twin(trained: Trained) -> str | None:
 
 def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) -> list[str]:
     """For each pruned network whose shape is a registry model's: whether pruning beat distilling that model from scratch."""
-    accuracy = {r["role"]: r["acc"] for r in rows if r["format"] == "pytorch fp32"}
+    figure = "r2" if "r2" in rows[0] else "acc"
+    accuracy = {r["role"]: r[figure] for r in rows if r["format"] == "pytorch fp32"}
     statements = []
     for role, trained in sources.items():
         if "pruning_ratio" not in trained.hparams:
@@ -213,19 +235,32 @@ def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) 
 
 COLUMNS = ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", "acc %", "Δ pts", "agree %",
            "ms (b=1)", "img/s (b=256)", "× PyTorch", "× ONNX fp32"]
+REGRESSION_COLUMNS = [*COLUMNS[:6], "R²", "Δ pts", "MSE to fp32", "ms (b=1)", "rows/s (b=256)", *COLUMNS[-2:]]
+
+
+def columns(report: dict[str, Any]) -> list[str]:
+    return REGRESSION_COLUMNS if report.get("figure") == "r2" else COLUMNS
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
+    if "r2" in row:
+        quality = [f"{row['r2']:.4f}", f"{row['r2_change_points']:+.2f}", f"{row['mse_to_fp32']:.3g}"]
+    else:
+        quality = [f"{100 * row['acc']:.2f}", f"{row['acc_change_points']:+.2f}", f"{100 * row['agreement_with_fp32']:.2f}"]
     return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
-            f"{row['size_ratio']:.2f}", f"{100 * row['acc']:.2f}", f"{row['acc_change_points']:+.2f}",
-            f"{100 * row['agreement_with_fp32']:.2f}", f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
+            f"{row['size_ratio']:.2f}", *quality, f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
             f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
+
+
+def _samples(report: dict[str, Any]) -> str:
+    return "rows" if len(report.get("input_shape", [0, 0])) == 1 else "images"
 
 
 def table(report: dict[str, Any]) -> Table:
     rows = report["artifacts"]
-    out = Table(title=f"Artifacts on the test set ({rows[0]['test_samples']} images), CPU, {report['cpu_threads']} threads")
-    for column in COLUMNS:
+    out = Table(title=f"Artifacts on the test set ({rows[0]['test_samples']} {_samples(report)}), CPU, "
+                      f"{report['cpu_threads']} threads")
+    for column in columns(report):
         out.add_column(column, justify="left" if column in ("artifact", "format") else "right")
     for row in rows:
         out.add_row(*_cells(row), style="bold" if row["name"] == report["recommended"] else None)
@@ -234,13 +269,17 @@ def table(report: dict[str, Any]) -> Table:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Compression report", "",
-             f"Test set: {report['artifacts'][0]['test_samples']} images. CPU, {report['cpu_threads']} threads "
+             f"Test set: {report['artifacts'][0]['test_samples']} {_samples(report)}. CPU, {report['cpu_threads']} threads "
              "(onnxruntime sessions set to the same), batch-1 latency median of interleaved rounds; "
-             f"int8 calibrated on {report['calibration_images']} training images.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             f"int8 calibrated on {report['calibration_images']} training {_samples(report)}.", "",
+             "| " + " | ".join(columns(report)) + " |", "|" + "---|" * len(columns(report))]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["artifacts"]]
-    lines += ["", "Δ pts: accuracy change against the same network in PyTorch; agree: top-1 agreement with it; "
-              "size ×: file size against its PyTorch weights.", ""]
+    if report.get("figure") == "r2":
+        lines += ["", "Δ pts: change of R² × 100 against the same network in PyTorch; MSE to fp32: mean squared "
+                  "distance to its predictions, in the target's units; size ×: file size against its PyTorch weights.", ""]
+    else:
+        lines += ["", "Δ pts: accuracy change against the same network in PyTorch; agree: top-1 agreement with it; "
+                  "size ×: file size against its PyTorch weights.", ""]
     lines += [f"- {line}" for line in report["verdict"].splitlines()]
     return "\n".join(lines) + "\n\n![accuracy against latency](compress.png)\n"
 
@@ -252,15 +291,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    r2 = report.get("figure") == "r2"
     for row in report["artifacts"]:
         marker = "*" if row["name"] == report["recommended"] else "o"
-        axis.scatter(row["latency_ms"], 100 * row["acc"], marker=marker, s=120 if marker == "*" else 40)
-        axis.annotate(row["name"], (row["latency_ms"], 100 * row["acc"]), fontsize=8, xytext=(4, 4),
-                      textcoords="offset points")
+        y = row["r2"] if r2 else 100 * row["acc"]
+        axis.scatter(row["latency_ms"], y, marker=marker, s=120 if marker == "*" else 40)
+        axis.annotate(row["name"], (row["latency_ms"], y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     axis.set_xscale("log")
     axis.set_xlabel("batch-1 latency on the CPU (ms, log scale)")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Artifacts: accuracy against latency (* recommended)")
+    axis.set_ylabel("test R²" if r2 else "test accuracy (%)")
+    axis.set_title(f"Artifacts: {'R²' if r2 else 'accuracy'} against latency (* recommended)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -275,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default="compressed", help="where the artifacts and the report go")
     parser.add_argument("--data_root", default=None, help="dataset directory, if not where training found it")
     parser.add_argument("--max_drop", type=float, default=0.3,
-                        help="accuracy budget in points below the student in PyTorch for the recommended artifact")
-    parser.add_argument("--calibration", type=int, default=512, help="training images calibrating int8 activations")
+                        help="accuracy budget in points below the student in PyTorch for the recommended artifact "
+                             "(regression: points of R² x 100)")
+    parser.add_argument("--calibration", type=int, default=512,
+                        help="training images (or table rows) calibrating int8 activations")
     parser.add_argument("--latency_runs", type=int, default=30, help="timed batch-1 runs per artifact")
     args = parser.parse_args(argv)
 

@@ -1,6 +1,7 @@
 """Command line: ``python -m distill.evaluate`` compares trained checkpoints on the test set.
 
-Quality (accuracy, top-5, F1, AUROC, calibration, NLL, agreement with the teacher, confusion),
+Quality (accuracy, top-5, F1, AUROC, calibration, NLL, agreement with the teacher, confusion; for
+regression MSE, RMSE, MAE, R², distance to the teacher's predictions, predicted against true),
 cost (parameters, exported size, FLOPs, latency, throughput) and the headline ratios, as a rich
 table, ``compare.json``, ``compare.md`` and PNG plots in ``--out_dir``.
 """
@@ -49,6 +50,7 @@ def check_same_task(models: list[Trained]) -> None:
     for other in models[1:]:
         for what, a, b in (
             ("dataset", first.data_hparams.get("dataset"), other.data_hparams.get("dataset")),
+            ("task", first.hparams.get("task", "classification"), other.hparams.get("task", "classification")),
             ("class count", first.hparams["num_classes"], other.hparams["num_classes"]),
             ("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),
         ):
@@ -79,7 +81,8 @@ def built_teacher(spec: str, students: list[Trained]) -> Trained:
     loaded = load_teacher(spec, classes, shape[0], hp.get("teacher_kwargs"), hp.get("teacher_weights"))
     network = adapt_teacher(loaded, shape, classes, hp.get("teacher_input_size"), hp.get("teacher_normalize"),
                             hp.get("teacher_output"))
-    return Trained(Path(spec), network, {"model": spec, "num_classes": classes, "input_shape": list(shape)},
+    return Trained(Path(spec), network, {"model": spec, "num_classes": classes, "input_shape": list(shape),
+                                         "task": hp.get("task", "classification")},
                    student.data_hparams, student.data_module)
 
 
@@ -116,18 +119,26 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                ("cpu" if device == "auto" else device))
     input_shape = tuple(models[0].hparams["input_shape"])
+    regression = models[0].hparams.get("task") == "regression"
 
     entries: list[dict[str, Any]] = []
+    predictions: list[tuple[Tensor, Tensor]] = []  # regression: (N,) predicted and true values per model
     teacher_logits: Tensor | None = None
     for name, trained, model, tta in zip(names, models, classifiers, views):
         logits, labels = test_logits(model, data, eval_device)
         entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
                                  "checkpoint": str(trained.path), "model": label(trained.hparams["model"], tta),
                                  "test_samples": len(labels)}
-        entry.update(metrics.quality(logits, labels))
-        entry["reliability"] = metrics.reliability(logits, labels)
+        if regression:
+            entry.update(metrics.regression_quality(logits, labels))
+            predictions.append((logits.reshape(-1), labels))
+        else:
+            entry.update(metrics.quality(logits, labels))
+            entry["reliability"] = metrics.reliability(logits, labels)
         if teacher_logits is None:
             teacher_logits = logits
+        elif regression:  # how far from the teacher's predictions, in the target's units
+            entry["mse_to_teacher"] = metrics.regression_quality(logits, teacher_logits)["mse"]
         else:
             entry["agreement_with_teacher"] = metrics.agreement(logits, teacher_logits)
         model = model.cpu()
@@ -151,20 +162,22 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
             "flops": entry["flops"] / base["flops"],
             "cpu_latency": entry["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
             "cpu_throughput": entry["cpu"]["throughput"] / base["cpu"]["throughput"],
-            "accuracy_retained": entry["acc"] / base["acc"],
+            **({"mse": entry["mse"] / base["mse"]} if regression else {"accuracy_retained": entry["acc"] / base["acc"]}),
         }
-    report = {"dataset": models[0].data_hparams.get("dataset", "?"), "classes": classes,
-              "cpu_threads": torch.get_num_threads(),
-              "models": entries}
+    report = {"dataset": models[0].data_hparams.get("dataset", "?"), "task": "regression" if regression else
+              "classification", "classes": classes, "cpu_threads": torch.get_num_threads(), "input_rank": len(input_shape), "models": entries}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "confusion": plots.confusion_matrices(entries, classes, out_dir / "confusion.png"),
-        "reliability": plots.reliability_diagram(entries, out_dir / "reliability.png"),
-        "per_class_f1": plots.per_class_f1(entries, classes, out_dir / "per_class_f1.png"),
-        "curves": plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
-                                        out_dir / "training_curves.png"),
-    }
+    if regression:
+        figures = {"predicted_vs_true": plots.predicted_vs_true(entries, predictions, out_dir / "predicted_vs_true.png")}
+    else:
+        figures = {
+            "confusion": plots.confusion_matrices(entries, classes, out_dir / "confusion.png"),
+            "reliability": plots.reliability_diagram(entries, out_dir / "reliability.png"),
+            "per_class_f1": plots.per_class_f1(entries, classes, out_dir / "per_class_f1.png"),
+        }
+    figures["curves"] = plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
+                                              out_dir / "training_curves.png")
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
     if export_safetensors:
         for entry, trained in zip(entries, models):
@@ -175,16 +188,31 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     console.print(summary_table(report))
     for entry in entries[1:]:
         r = entry["ratios"]
+        kept = (f"{r['mse']:.2f}x its test MSE" if regression else
+                f"accuracy retained {100 * r['accuracy_retained']:.1f}%")
         console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {r['flops']:.3f}x FLOPs, "
-                      f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; accuracy retained "
-                      f"{100 * r['accuracy_retained']:.1f}%")
+                      f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; {kept}")
     console.print(f"report: {out_dir / 'compare.md'}, {out_dir / 'compare.json'}, "
                   f"{', '.join(Path(p).name for p in report['figures'].values())}")
     return report
 
 
 QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
+QUALITY_REGRESSION = ["model", "MSE", "RMSE", "MAE", "R²", "MSE to teacher"]
 COST = ["model", "arch", "format", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
+
+
+def _quality_header(report: dict[str, Any]) -> list[str]:
+    return QUALITY_REGRESSION if report.get("task") == "regression" else QUALITY
+
+
+def _cost_header(report: dict[str, Any]) -> list[str]:
+    return [*COST[:-1], "CPU rows/s"] if _samples(report) == "rows" else COST
+
+
+def _samples(report: dict[str, Any]) -> str:
+    """What a test sample is called: rows of a table, else images."""
+    return "rows" if report.get("task") == "regression" or report.get("input_rank") == 1 else "images"
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
@@ -200,11 +228,15 @@ def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     """Quality rows and cost rows, one per model, as display strings."""
     quality, costs = [], []
     for e in report["models"]:
-        quality.append([
-            e["name"], f"{100 * e['acc']:.2f}", "-" if e["top5"] is None else f"{100 * e['top5']:.2f}",
-            f"{100 * e['f1']:.2f}", f"{100 * e['auroc']:.2f}", f"{100 * e['ece']:.2f}", f"{e['nll']:.3f}",
-            f"{100 * e['agreement_with_teacher']:.2f}" if "agreement_with_teacher" in e else "-",
-        ])
+        if report.get("task") == "regression":
+            quality.append([e["name"], f"{e['mse']:.4g}", f"{e['rmse']:.4g}", f"{e['mae']:.4g}", f"{e['r2']:.3f}",
+                            f"{e['mse_to_teacher']:.4g}" if "mse_to_teacher" in e else "-"])
+        else:
+            quality.append([
+                e["name"], f"{100 * e['acc']:.2f}", "-" if e["top5"] is None else f"{100 * e['top5']:.2f}",
+                f"{100 * e['f1']:.2f}", f"{100 * e['auroc']:.2f}", f"{100 * e['ece']:.2f}", f"{e['nll']:.3f}",
+                f"{100 * e['agreement_with_teacher']:.2f}" if "agreement_with_teacher" in e else "-",
+            ])
         costs.append([e["name"], e["model"], e["format"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
                       f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"])
     return quality, costs
@@ -216,9 +248,10 @@ def summary_table(report: dict[str, Any]) -> Table:
     n = report["models"][0]["test_samples"]
     grid = Table.grid(padding=(0, 2))
     tables = []
-    for title, header, rows in ((f"Quality, {report['dataset']} test set ({n} images)", QUALITY, quality),
+    for title, header, rows in ((f"Quality, {report['dataset']} test set ({n} {_samples(report)})", _quality_header(report),
+                                 quality),
                                 (f"Cost (CPU: batch 1 latency, batch 256 throughput, {report['cpu_threads']} threads)",
-                                 COST, costs)):
+                                 _cost_header(report), costs)):
         table = Table(title=title)
         for column in header:
             table.add_column(column, justify="left" if column in ("model", "arch") else "right")
@@ -233,22 +266,30 @@ def summary_table(report: dict[str, Any]) -> Table:
 def markdown(report: dict[str, Any]) -> str:
     quality, costs = _rows(report)
     lines = [f"# Teacher vs student on {report['dataset']}", "",
-             f"Test set: {report['models'][0]['test_samples']} images, each counted once.", ""]
-    for header, rows in ((QUALITY, quality), (COST, costs)):
+             f"Test set: {report['models'][0]['test_samples']} {_samples(report)}, each counted once.", ""]
+    for header, rows in ((_quality_header(report), quality), (_cost_header(report), costs)):
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     lines.append(f"CPU figures: median latency at batch 1 and throughput at batch 256, "
                  f"{report['cpu_threads']} threads.")
     base = report["models"][0]
+    regression = report.get("task") == "regression"
+    kept = "test MSE" if regression else "accuracy retained"
     lines += ["", f"Ratios against {base['name']}:", "",
-              "| model | params | FLOPs | CPU latency | CPU throughput | accuracy retained |", "|---|---|---|---|---|---|"]
+              f"| model | params | FLOPs | CPU latency | CPU throughput | {kept} |", "|---|---|---|---|---|---|"]
     for e in report["models"][1:]:
         r = e["ratios"]
+        quality_ratio = f"{r['mse']:.2f}" if regression else f"{100 * r['accuracy_retained']:.1f}%"
         lines.append(f"| {e['name']} | {r['params']:.3f} | {r['flops']:.3f} | {r['cpu_latency']:.2f} | "
-                     f"{r['cpu_throughput']:.2f} | {100 * r['accuracy_retained']:.1f}% |")
-    lines += ["", "ECE: expected calibration error, 15 equal-width bins. Latency: median of repeated runs "
-              "after warm-up. agree: top-1 agreement with the teacher.", ""]
+                     f"{r['cpu_throughput']:.2f} | {quality_ratio} |")
+    if regression:
+        lines += ["", "MSE, RMSE and MAE in the target's units; R² = 1 - MSE / variance of the test targets. "
+                  "MSE to teacher: mean squared distance to the teacher's predictions. Latency: median of repeated "
+                  "runs after warm-up.", ""]
+    else:
+        lines += ["", "ECE: expected calibration error, 15 equal-width bins. Latency: median of repeated runs "
+                  "after warm-up. agree: top-1 agreement with the teacher.", ""]
     lines += [f"![{k}]({Path(v).name})" for k, v in report["figures"].items()]
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
-from distill.metrics import quality
+from distill.data.interface import task_of
+from distill.metrics import test_figures
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
 
@@ -28,10 +29,9 @@ def test_logits(model: nn.Module, data: Any, device: torch.device | str) -> tupl
 
 
 def model_test_metrics(model: nn.Module, data: Any, device: Any) -> dict[str, float]:
-    """test/acc, test/f1 (macro) and test/loss of ``model`` over the whole test set, in one process."""
+    """The test figures of ``model`` over the whole test set, in one process (``metrics.test_figures``)."""
     logits, labels = test_logits(model, data, device)
-    q = quality(logits, labels)
-    return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
+    return test_figures(logits, labels, task_of(data))
 
 
 def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule,
@@ -54,10 +54,10 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
     """
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    best_val_acc = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
+    best_val = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None
     if checkpoint is not None and not best:
         # Fit ended before any validation (max_steps inside the first epoch): these weights are the best.
-        best_val_acc = trainer.validate(module, datamodule=data, verbose=False)[0]["val/acc"]
+        best_val = trainer.validate(module, datamodule=data, verbose=False)[0][module.monitor]
         best = str(run_dir / rundir.BEST)
         trainer.save_checkpoint(best, weights_only=False)
     last = str(run_dir / rundir.LAST) if (run_dir / rundir.LAST).is_file() else ""
@@ -72,7 +72,9 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         model=module.hparams.model,
         dataset=data.hparams.get("dataset"),
         params=module.num_params,
-        best_val_acc=best_val_acc,
+        task=module.hparams.task,
+        monitor=module.monitor,
+        **{f"best_{module.monitor.replace('/', '_')}": best_val},  # best_val_acc, or best_val_r2
         checkpoint=best,
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
@@ -85,10 +87,12 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         # The teacher as it taught (its test-time views included), on the same test set; each of
         # several teachers too.
         device = trainer.strategy.root_device
-        metrics["teacher_test_acc"] = model_test_metrics(teacher.teacher_as_classifier(), data, device)["test/acc"]
+        figure = "r2" if module.hparams.task == "regression" else "acc"  # teacher_test_acc, or teacher_test_r2
+        metrics[f"teacher_test_{figure}"] = model_test_metrics(teacher.teacher_as_classifier(), data, device)[f"test/{figure}"]
         members = teacher.teacher_members()
         if len(members) > 1:
-            metrics["teacher_member_test_acc"] = [model_test_metrics(m, data, device)["test/acc"] for m in members]
+            metrics[f"teacher_member_test_{figure}"] = [model_test_metrics(m, data, device)[f"test/{figure}"]
+                                                        for m in members]
     if trainer.is_global_zero:
         rundir.write_metrics(run_dir, metrics)
         print_summary(stage, run_dir, metrics)

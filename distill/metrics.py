@@ -1,4 +1,4 @@
-"""Quality metrics of a classifier's test-set outputs (torchmetrics, functional form)."""
+"""Quality metrics of a classifier's or a regressor's test-set outputs (torchmetrics, functional form)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
     multiclass_f1_score,
 )
+from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error, r2_score
 
 ECE_BINS = 15
 
@@ -42,6 +43,31 @@ def quality(logits: Tensor, labels: Tensor) -> dict[str, Any]:
         "nll": F.cross_entropy(logits.float(), labels).item(),
         "confusion": multiclass_confusion_matrix(probs, labels, k).tolist(),
     }
+
+
+def regression_quality(predictions: Tensor, targets: Tensor) -> dict[str, float]:
+    """Every quality figure of a regression report, in the target's units.
+
+    Args:
+        predictions: (N,) or (N, 1) predicted values for the whole test set.
+        targets: (N,) true values.
+
+    Returns:
+        ``mse``, ``rmse``, ``mae`` and ``r2`` (1 - MSE / variance of the targets).
+    """
+    predictions, targets = predictions.float().reshape(-1), targets.float().reshape(-1)
+    mse = mean_squared_error(predictions, targets).item()
+    return {"mse": mse, "rmse": mse ** 0.5, "mae": mean_absolute_error(predictions, targets).item(),
+            "r2": r2_score(predictions, targets).item()}
+
+
+def test_figures(outputs: Tensor, labels: Tensor, task: str) -> dict[str, float]:
+    """The ``test/...`` figures of ``metrics.json``: accuracy, macro F1 and NLL, or MSE, MAE and R²."""
+    if task == "regression":
+        q = regression_quality(outputs, labels)
+        return {"test/mse": q["mse"], "test/mae": q["mae"], "test/r2": q["r2"], "test/loss": q["mse"]}
+    q = quality(outputs, labels)
+    return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
 
 
 def agreement(logits_a: Tensor, logits_b: Tensor) -> float:

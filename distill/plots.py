@@ -44,6 +44,27 @@ def confusion_matrices(entries: list[dict[str, Any]], classes: list[str], path: 
     return path
 
 
+def predicted_vs_true(entries: list[dict[str, Any]], predictions: list[tuple[Any, Any]], path: Path) -> Path:
+    """Regression: each model's predicted values against the true ones (the diagonal is perfect), one panel each."""
+    plt = _pyplot()
+    n = len(entries)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.4), squeeze=False)
+    low = min(min(float(p.min()), float(t.min())) for p, t in predictions)
+    high = max(max(float(p.max()), float(t.max())) for p, t in predictions)
+    for ax, entry, (predicted, true) in zip(axes[0], entries, predictions):
+        ax.plot([low, high], [low, high], "k--", linewidth=1)
+        ax.scatter(true.numpy(), predicted.numpy(), s=8, alpha=0.6)
+        ax.set_title(f"{entry['name']} (R² {entry['r2']:.3f}, MAE {entry['mae']:.3g})")
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def reliability_diagram(entries: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy against confidence per bin; the diagonal is perfect calibration."""
     plt = _pyplot()
@@ -88,11 +109,12 @@ def per_class_f1(entries: list[dict[str, Any]], classes: list[str], path: Path) 
 
 
 def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series from a CSV logger file: mean logged training loss, validation loss and accuracy.
+    """Per-epoch series from a CSV logger file: mean logged training loss, validation loss and accuracy
+    (or R², for regression).
 
     Epochs are counted from 1 (the values at the end of the first epoch are at x = 1).
     """
-    curves: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}, "val_acc": {}}
+    curves: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}, "val_acc": {}, "val_r2": {}}
     train_sum: dict[int, float] = {}
     train_count: dict[int, int] = {}
     with open(metrics_csv, newline="") as f:
@@ -101,7 +123,7 @@ def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
             if not epoch:
                 continue
             e = int(float(epoch)) + 1
-            for key, column in (("val_acc", "val/acc"), ("val_loss", "val/loss")):
+            for key, column in (("val_acc", "val/acc"), ("val_r2", "val/r2"), ("val_loss", "val/loss")):
                 if row.get(column):
                     curves[key][e] = float(row[column])
             if row.get("train/loss"):
@@ -112,23 +134,27 @@ def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def training_curves(runs: list[tuple[str, Path]], path: Path) -> Path | None:
-    """Loss and validation accuracy per epoch of each run that has CSV logs; None when none has."""
+    """Loss and validation accuracy (regression: R²) per epoch of each run that has CSV logs; None when none has."""
     series = [(name, read_epoch_curves(csv_path)) for name, csv_path in runs if csv_path.is_file()]
     if not series:
         return None
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    regression = any(curves["val_r2"] for _, curves in series)
     for name, curves in series:
         if curves["train_loss"]:
             loss_ax.plot(*zip(*curves["train_loss"]), "o-", markersize=3, label=f"{name} train")
         if curves["val_loss"]:
-            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3, label=f"{name} val (CE)")
-        if curves["val_acc"]:
+            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3,
+                         label=f"{name} val ({'MSE, target units' if regression else 'CE'})")
+        if curves["val_r2"]:
+            acc_ax.plot(*zip(*curves["val_r2"]), "o-", label=name)
+        elif curves["val_acc"]:
             acc_ax.plot(*zip(*[(e, 100 * a) for e, a in curves["val_acc"]]), "o-", label=name)
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss (train: mean of logged steps, with KD terms)")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation accuracy %")
+    acc_ax.set_ylabel("validation R²" if regression else "validation accuracy %")
     loss_ax.legend(fontsize=8)
     acc_ax.legend(fontsize=8)
     fig.suptitle("Training curves")

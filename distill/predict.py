@@ -1,14 +1,16 @@
 """Command line: ``python -m distill.predict --model PATH --input DIR_OR_FILE --out predictions.csv``.
 
-Runs any artifact, a checkpoint or an ``.onnx`` file from ``distill.compress``, on image files with
-the preprocessing the network was trained with (read from the checkpoint, or from the ``.json``
-written beside the ONNX file), and writes the predicted class, its probability and the top-k.
+Runs any artifact, a checkpoint or an ``.onnx`` file from ``distill.compress``, on image files (or
+the rows of a CSV table, for a network trained on a table) with the preprocessing the network was
+trained with (read from the checkpoint, or from the ``.json`` written beside the ONNX file), and
+writes the predicted class, its probability and the top-k, or the predicted value of a regression.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 from rich.progress import Progress
 
 from distill.checkpoint import rebuild_data
+from distill.data.interface import task_of
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import load_artifact
 from distill.run_dir import atomic_write_text
@@ -32,9 +35,24 @@ def model_and_data(path: Path) -> tuple[Any, Any]:
     trained = load_artifact(path)
     model, data = trained.network, rebuild_data(trained)
     name = trained.data_module or "images"
-    if not hasattr(data, "read_files"):
-        raise UsageError(f"the {name} data module cannot read input files (it has no read_files)")
+    if not hasattr(data, "read_files") and not hasattr(data, "read_table_file"):
+        raise UsageError(f"the {name} data module cannot read input files (it has no read_files or read_table_file)")
     return model, data
+
+
+def input_batches(data: Any, source: Path, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """Names and model-ready inputs of what ``source`` holds: image files, or the rows of a CSV table."""
+    if hasattr(data, "read_table_file"):
+        if not source.is_file():
+            raise UsageError(f"--input {source}: a network trained on a table predicts the rows of a CSV file")
+        inputs = data.read_table_file(source)
+        for start in range(0, len(inputs), batch_size):
+            yield [str(i + 2) for i in range(start, min(start + batch_size, len(inputs)))], inputs[start:start + batch_size]
+        return
+    files = input_files(source)
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        yield [str(path) for path in chunk], data.read_files(chunk)
 
 
 def input_files(source: Path) -> list[Path]:
@@ -51,25 +69,33 @@ def input_files(source: Path) -> list[Path]:
 
 @torch.no_grad()
 def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_size: int = 256) -> list[dict[str, Any]]:
-    """Predicts every input file and writes the CSV atomically; returns its rows."""
+    """Predicts every input file (or table row) and writes the CSV atomically; returns its rows.
+
+    A table's rows are named by their line in the file (the header is line 1).
+    """
     model, data = model_and_data(model_path)
     model = model.eval()
+    regression = task_of(data) == "regression"
     classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
-    files = input_files(source)
+    column = "line" if hasattr(data, "read_table_file") else "file"
     k = max(1, min(top_k, len(classes)))
     rows: list[dict[str, Any]] = []
-    with Progress(transient=True, disable=len(files) <= batch_size) as progress:
-        task = progress.add_task("predicting", total=len(files))
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            probs = torch.softmax(model(data.read_files(chunk)).float(), dim=1)  # (B, K)
-            top = probs.topk(k, dim=1)
-            for path, values, indices in zip(chunk, top.values.tolist(), top.indices.tolist()):
-                row: dict[str, Any] = {"file": str(path), "class": classes[indices[0]], "probability": round(values[0], 6)}
+    with Progress(transient=True) as progress:
+        task = progress.add_task("predicting", total=None)
+        for names, inputs in input_batches(data, source, batch_size):
+            outputs = model(inputs).float()  # (B, K) logits, or (B, 1) predicted values
+            if regression:
+                rows += [{column: name, "prediction": round(v, 6)} for name, v in zip(names, outputs[:, 0].tolist())]
+                continue
+            top = torch.softmax(outputs, dim=1).topk(k, dim=1)
+            for name, values, indices in zip(names, top.values.tolist(), top.indices.tolist()):
+                row: dict[str, Any] = {column: name, "class": classes[indices[0]], "probability": round(values[0], 6)}
                 for rank, (value, index) in enumerate(zip(values, indices), start=1):
                     row[f"top{rank}"], row[f"top{rank}_probability"] = classes[index], round(value, 6)
                 rows.append(row)
-            progress.advance(task, len(chunk))
+            progress.advance(task, len(names))
+    if not rows:
+        raise UsageError(f"--input {source}: nothing to predict")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -81,7 +107,8 @@ def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_siz
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m distill.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a checkpoint (.ckpt) or an ONNX file from distill.compress")
-    parser.add_argument("--input", required=True, help="an image file, or a folder searched recursively for images")
+    parser.add_argument("--input", required=True, help="an image file, or a folder searched recursively for images; "
+                                                       "for a network trained on a table, a CSV file of rows")
     parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default predictions.csv)")
     parser.add_argument("--top_k", type=int, default=3, help="classes listed per input, most probable first")
     parser.add_argument("--batch_size", type=int, default=256, help="inputs per forward pass")

@@ -25,20 +25,32 @@ def print_summary(stage: str, run_dir: Path, metrics: dict[str, Any], console: C
             rows.append(("teacher", teacher))
     rows.append((stage, metrics))
     table = Table(title=f"Test set, best checkpoint ({run_dir})")
-    for column in ("run", "model", "params", "acc %", "F1 %", "val acc %", "epochs", "time s"):
+    regression = metrics.get("task") == "regression"
+    columns = ("MSE", "MAE", "R²", "val R²") if regression else ("acc %", "F1 %", "val acc %")
+    for column in ("run", "model", "params", *columns, "epochs", "time s"):
         table.add_column(column, justify="left" if column in ("run", "model") else "right")
     for name, m in rows:
-        table.add_row(name, str(m.get("model", "?")), f"{m.get('params', 0):,}", _pct(m.get("test/acc")),
-                      _pct(m.get("test/f1")), _pct(m.get("best_val_acc")), str(m.get("epochs", "-")),
+        if regression:
+            figures = [_num(m.get("test/mse")), _num(m.get("test/mae")), _num(m.get("test/r2"), 3),
+                       _num(m.get("best_val_r2"), 3)]
+        else:
+            figures = [_pct(m.get("test/acc")), _pct(m.get("test/f1")), _pct(m.get("best_val_acc"))]
+        table.add_row(name, str(m.get("model", "?")), f"{m.get('params', 0):,}", *figures, str(m.get("epochs", "-")),
                       str(m.get("train_seconds", "-")))
     console.print(table)
     if len(rows) == 2:
         teacher, student = rows[0][1], rows[1][1]
-        kept = float(student["test/acc"]) / max(float(teacher["test/acc"]), 1e-12)
         ratio = student["params"] / max(teacher["params"], 1)
         share = f"1/{1 / ratio:.1f}" if ratio < 1 else f"{ratio:.1f}x"
-        console.print(f"student/teacher parameters: {ratio:.3f} ({share}); accuracy retained: "
-                      f"{100 * kept:.1f}% ({_method(metrics)})")
+        if regression:
+            kept = f"test R² {float(student['test/r2']):.3f} against the teacher's {float(teacher['test/r2']):.3f}"
+        else:
+            kept = f"accuracy retained: {100 * float(student['test/acc']) / max(float(teacher['test/acc']), 1e-12):.1f}%"
+        console.print(f"student/teacher parameters: {ratio:.3f} ({share}); {kept} ({_method(metrics)})")
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
 
 
 def _method(metrics: dict) -> str:

@@ -14,7 +14,8 @@ Trains (or reuses) the teacher, then for every seed three students through ``pyt
          student's architecture, e.g. with label smoothing or augmentation), same budget.
 The gain is KD against the better of the two students trained alone (by mean test accuracy), so a recipe
 that only beats a handicapped baseline does not count. Every figure is the test accuracy of the
-checkpoint with the best validation accuracy (``acc``) and of the last epoch (``acc_last``), in %.
+checkpoint with the best validation accuracy (``acc``) and of the last epoch (``acc_last``), in %; for a
+regression target, test R² (``r2``, ``r2_last``).
 
 Writes ``OUT/summary.json`` and ``OUT/summary.md``; every run keeps its own directory and log under OUT.
 A finished run (its ``metrics.json`` exists) is reused, so an interrupted sweep continues where it stopped.
@@ -33,7 +34,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -79,86 +80,123 @@ def run(cmd: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
     return metrics
 
 
+class Figure(NamedTuple):
+    """The figure a sweep compares: test accuracy in % (classification) or test R² (regression)."""
+
+    key: str  # summary.json keys: acc, acc_mean, ... or r2, r2_mean, ...
+    scale: float
+    digits: int
+    label: str
+    unit: str
+
+    def of(self, metrics: dict[str, Any], key: str) -> float | None:
+        value = metrics.get(key)
+        return None if value is None else round(self.scale * float(value), self.digits)
+
+    def text(self, value: float) -> str:
+        return f"{value:.{self.digits}f}"
+
+
+ACCURACY = Figure("acc", 100.0, 2, "test acc %", "points")
+R2 = Figure("r2", 1.0, 4, "test R²", "R²")
+
+
+def figure_of(metrics: dict[str, Any]) -> Figure:
+    """R² for a regression run, else accuracy."""
+    return R2 if metrics.get("task") == "regression" else ACCURACY
+
+
 def pct(metrics: dict[str, Any], key: str) -> float | None:
-    value = metrics.get(key)
-    return None if value is None else round(100.0 * float(value), 2)
+    return ACCURACY.of(metrics, key)
 
 
 def group(name: str, recipe: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, standard deviation and the per-seed figures of one kind of run."""
-    rows = [{"seed": m["seed"], "acc": pct(m, "test/acc"), "acc_last": pct(m, "last_epoch/test/acc"),
-             "best_val_acc": pct(m, "best_val_acc"), "epochs": m.get("epochs"), "train_seconds": m.get("train_seconds"),
+    fig = figure_of(runs[0])
+    k = fig.key
+    rows = [{"seed": m["seed"], k: fig.of(m, f"test/{k}"), f"{k}_last": fig.of(m, f"last_epoch/test/{k}"),
+             f"best_val_{k}": fig.of(m, f"best_val_{k}"), "epochs": m.get("epochs"),
+             "train_seconds": m.get("train_seconds"),
              "run_dir": str(Path(m["checkpoint"]).parent) if m.get("checkpoint") else None} for m in runs]
     out: dict[str, Any] = {"name": name, "recipe": recipe, "model": runs[0].get("model"), "params": runs[0].get("params")}
-    if runs[0].get("teacher_test_acc") is not None:  # distilled runs: the teacher as it taught (same in every run)
-        out.update(teacher_tta=runs[0].get("teacher_tta", "none"), teacher_acc=pct(runs[0], "teacher_test_acc"))
-    for key in ("acc", "acc_last", "train_seconds"):
+    if runs[0].get(f"teacher_test_{k}") is not None:  # distilled runs: the teacher as it taught (same in every run)
+        out.update({"teacher_tta": runs[0].get("teacher_tta", "none"), f"teacher_{k}": fig.of(runs[0], f"teacher_test_{k}")})
+    for key in (k, f"{k}_last", "train_seconds"):
         values = [r[key] for r in rows if r[key] is not None]
-        out[f"{key}_mean"] = round(statistics.fmean(values), 3) if values else None
-        out[f"{key}_std"] = round(statistics.stdev(values), 3) if len(values) > 1 else 0.0 if values else None
+        out[f"{key}_mean"] = round(statistics.fmean(values), 3 if fig is ACCURACY else 4) if values else None
+        out[f"{key}_std"] = round(statistics.stdev(values), 3 if fig is ACCURACY else 4) if len(values) > 1 else 0.0 if values else None
     out["runs"] = rows
     return out
 
 
 def summarize(teacher: dict[str, Any], kd: dict[str, Any], twin: dict[str, Any], best: dict[str, Any] | None,
               command: str) -> dict[str, Any]:
-    """summary.json: the gain of KD over the better of the students trained alone (by mean test accuracy)."""
+    """summary.json: the gain of KD over the better of the students trained alone (by the mean test figure)."""
+    fig = figure_of(teacher)
+    k = fig.key
     alone_candidates = [g for g in (twin, best) if g is not None]
-    alone = max(alone_candidates, key=lambda g: g["acc_mean"])
+    alone = max(alone_candidates, key=lambda g: g[f"{k}_mean"])
     other = next((g for g in alone_candidates if g is not alone), None)
 
     def gain(key: str, against: dict[str, Any]) -> float | None:
         if kd[key] is None or against[key] is None:
             return None
-        return round(kd[key] - against[key], 3)
+        return round(kd[key] - against[key], 3 if fig is ACCURACY else 4)
 
     # The teacher as it taught: with the test-time augmentation the student stage used, if any; its own
-    # stage's test accuracy (acc_stage) is of the classifier that stage validated.
+    # stage's test figure (acc_stage) is of the classifier that stage validated.
     taught = {"model": tta_label(teacher.get("model"), kd.get("teacher_tta", teacher.get("tta", "none"))),
-              "acc": kd.get("teacher_acc", pct(teacher, "test/acc"))}
+              k: kd.get(f"teacher_{k}", fig.of(teacher, f"test/{k}"))}
+    described = ("test accuracy in %: acc = checkpoint with the best validation accuracy, acc_last = last epoch"
+                 if fig is ACCURACY else "test R²: r2 = checkpoint with the best validation R², r2_last = last epoch")
     return {
-        "figures": "test accuracy in %: acc = checkpoint with the best validation accuracy, acc_last = last epoch",
+        "figures": described,
         "command": command,
-        "teacher": {**taught, "params": teacher.get("params"), "acc_stage": pct(teacher, "test/acc"),
-                    "acc_last": pct(teacher, "last_epoch/test/acc"), "train_seconds": teacher.get("train_seconds"),
+        "teacher": {**taught, "params": teacher.get("params"), f"{k}_stage": fig.of(teacher, f"test/{k}"),
+                    f"{k}_last": fig.of(teacher, f"last_epoch/test/{k}"), "train_seconds": teacher.get("train_seconds"),
                     "checkpoint": teacher.get("checkpoint")},
         "kd": kd,
         "alone": alone,
         "alone_other": other,
-        "gain_mean": gain("acc_mean", alone),
-        "gain_last_mean": gain("acc_last_mean", alone),
-        "gain_vs_other_mean": gain("acc_mean", other) if other else None,
+        "gain_mean": gain(f"{k}_mean", alone),
+        "gain_last_mean": gain(f"{k}_last_mean", alone),
+        "gain_vs_other_mean": gain(f"{k}_mean", other) if other else None,
         "student_teacher_params": round(kd["params"] / teacher["params"], 4) if teacher.get("params") else None,
     }
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as a Markdown table, one row per kind of run, every seed listed."""
+    fig = R2 if "r2" in summary["teacher"] else ACCURACY
+    k = fig.key
+
     def fmt(mean: float | None, std: float | None) -> str:
-        return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+        return "-" if mean is None else f"{fig.text(mean)} ± {fig.text(std or 0.0)}"
 
     teacher = summary["teacher"]
     # Its own stage's figures describe the classifier that stage tested, which differs under a student-side TTA.
-    same = teacher["acc_stage"] == teacher["acc"]
-    teacher_last = teacher["acc_last"] if same and teacher["acc_last"] is not None else "-"
-    teacher_note = "-" if same else f"its own stage's test: {teacher['acc_stage']:.2f}"
+    same = teacher[f"{k}_stage"] == teacher[k]
+    teacher_last = fig.text(teacher[f"{k}_last"]) if same and teacher[f"{k}_last"] is not None else "-"
+    teacher_note = "-" if same else f"its own stage's test: {fig.text(teacher[f'{k}_stage'])}"
     lines = [
         f"Command: `{summary['command']}`", "",
-        "| run | model | params | test acc % (best epoch) | test acc % (last epoch) | per seed (best epoch) | train s |",
+        f"| run | model | params | {fig.label} (best epoch) | {fig.label} (last epoch) | per seed (best epoch) | train s |",
         "|---|---|---:|---:|---:|---|---:|",
-        f"| teacher | {teacher['model']} | {teacher['params']:,} | {teacher['acc']:.2f} | {teacher_last} | "
+        f"| teacher | {teacher['model']} | {teacher['params']:,} | {fig.text(teacher[k])} | {teacher_last} | "
         f"{teacher_note} | {teacher['train_seconds']} |",
     ]
     for label, g in (("KD student", summary["kd"]), (f"alone ({summary['alone']['name']}, the baseline)", summary["alone"]),
                      (f"alone ({summary['alone_other']['name']})" if summary["alone_other"] else "", summary["alone_other"])):
         if not g:
             continue
-        seeds = ", ".join(f"{r['seed']}: {r['acc']:.2f}" for r in g["runs"])
-        lines.append(f"| {label} | {g['model']} | {g['params']:,} | {fmt(g['acc_mean'], g['acc_std'])} | "
-                     f"{fmt(g['acc_last_mean'], g['acc_last_std'])} | {seeds} | {g['train_seconds_mean']:.0f} |")
+        seeds = ", ".join(f"{r['seed']}: {fig.text(r[k])}" for r in g["runs"])
+        lines.append(f"| {label} | {g['model']} | {g['params']:,} | {fmt(g[f'{k}_mean'], g[f'{k}_std'])} | "
+                     f"{fmt(g[f'{k}_last_mean'], g[f'{k}_last_std'])} | {seeds} | {g['train_seconds_mean']:.0f} |")
     gain, gain_last = summary["gain_mean"], summary["gain_last_mean"]
-    lines += ["", f"**Gain of KD over the better student alone: {gain:+.2f} points** (best epoch; last epoch: "
-              f"{'-' if gain_last is None else f'{gain_last:+.2f}'}), over {len(summary['kd']['runs'])} seeds. "
+    sign = "+" if gain >= 0 else ""
+    last = "-" if gain_last is None else f"{'+' if gain_last >= 0 else ''}{fig.text(gain_last)}"
+    lines += ["", f"**Gain of KD over the better student alone: {sign}{fig.text(gain)} {fig.unit}** (best epoch; last "
+              f"epoch: {last}), over {len(summary['kd']['runs'])} seeds. "
               f"Student/teacher parameters: {summary['student_teacher_params']}."]
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from distill.errors import UsageError
 from distill.features import FeatureRecorder, probe_shapes
-from distill.losses import (DISTILLERS, DKD, KD, LabelMixedDistiller, Outputs, dkd_loss, kd_loss, method_name,
+from distill.losses import (DISTILLERS, DKD, KD, LabelMixedDistiller, Outputs, RegressionKD, dkd_loss, kd_loss, method_name,
                             standardize_logits)
 from distill.models import create_model
 
@@ -67,18 +67,20 @@ def test_kd_rejects_bad_arguments(kwargs):
 @pytest.mark.parametrize("name", DISTILLERS.names())
 def test_every_method_returns_named_scalar_terms_on_real_networks(name):
     torch.manual_seed(0)
-    student_net = create_model("cnn_tiny", num_classes=5, in_channels=1)
-    teacher_net = create_model("cnn_small", num_classes=5, in_channels=1).eval()
+    regression = "classification" not in DISTILLERS.get(name).tasks
+    outputs_width = 1 if regression else 5  # a regression network has one output
+    student_net = create_model("cnn_tiny", num_classes=outputs_width, in_channels=1)
+    teacher_net = create_model("cnn_small", num_classes=outputs_width, in_channels=1).eval()
     method = DISTILLERS.get(name)()
     shapes = []
     recorders = []
     for net, names in ((student_net, method.student_features), (teacher_net, method.teacher_features)):
         recorder = FeatureRecorder(net, names) if names else None
-        logits, features = probe_shapes(net, recorder, (1, 28, 28)) if recorder else (torch.Size([2, 5]), {})
+        logits, features = probe_shapes(net, recorder, (1, 28, 28)) if recorder else (torch.Size([2, outputs_width]), {})
         shapes.append({"logits": logits, **features})
         recorders.append(recorder)
     method.build(*shapes)
-    x, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 5, (8,))
+    x, labels = torch.randn(8, 1, 28, 28), (torch.randn(8) if regression else torch.randint(0, 5, (8,)))
     outputs = []
     for net, recorder in zip((student_net, teacher_net), recorders):
         if recorder is None:
@@ -89,7 +91,8 @@ def test_every_method_returns_named_scalar_terms_on_real_networks(name):
             outputs.append(Outputs(logits, recorder.pop()))
     terms = method(outputs[0], Outputs(outputs[1].logits.detach(), {k: v.detach() for k, v in outputs[1].features.items()}),
                    labels)
-    assert "ce" in terms and len(terms) >= 2 and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
+    supervised = "mse" if regression else "ce"  # the labels' own term
+    assert supervised in terms and len(terms) >= 2 and all(v.ndim == 0 and torch.isfinite(v) for v in terms.values())
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in student_net.parameters() if p.requires_grad)
     assert all(p.grad is not None for p in method.parameters())  # learnable parts take part in the loss
@@ -143,7 +146,7 @@ def test_registry_names_map_to_import_paths_and_back():
     assert DISTILLERS.import_path("dkd") == "distill.losses.dkd.DKD"
     assert DISTILLERS.import_path("my.pkg.Method") == "my.pkg.Method"
     assert method_name(DKD()) == "dkd" and method_name(KD()) == "kd"
-    with pytest.raises(UsageError, match="unknown distillation method 'fitnets'; valid: at, crd, dist, dkd, fitnet, kd"):
+    with pytest.raises(UsageError, match="unknown distillation method 'fitnets'; valid: at, crd, dist, dkd, fitnet, kd, regression_kd"):
         DISTILLERS.import_path("fitnets")
 
 
@@ -154,6 +157,18 @@ def test_every_method_has_paper_defaults_and_plain_settings(name):
     plain = (bool, int, float, str, type(None))
     assert settings and all(isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))
                             for v in settings.values())
+
+
+def test_regression_kd_mixes_the_teachers_and_the_targets_squared_errors():
+    student, teacher, targets = torch.tensor([[1.0], [2.0], [0.0]]), torch.tensor([[0.0], [2.0], [1.0]]), torch.tensor([1.0, 1.0, 1.0])
+    # MSE to the teacher: (1 + 0 + 1) / 3; to the targets: (0 + 1 + 1) / 3.
+    terms = RegressionKD(alpha=0.25)(Outputs(student), Outputs(teacher), targets)
+    assert terms["kd"].item() == pytest.approx(0.25 * 2 / 3) and terms["mse"].item() == pytest.approx(0.75 * 2 / 3)
+    alone = RegressionKD(alpha=0.0)
+    assert not alone.needs_teacher and set(alone(Outputs(student), None, targets)) == {"mse"}
+    assert RegressionKD.tasks == ("regression",) and KD.tasks == ("classification",)
+    with pytest.raises(UsageError):
+        RegressionKD(alpha=1.5)
 
 
 def test_standardize_logits_gives_zero_mean_unit_std_and_ignores_scale_and_shift():

@@ -13,6 +13,7 @@ from distill.checkpoint import load_checkpoint, load_trained, rebuild_data
 from distill.data.preprocess import apply_preprocessing, fit_preprocessing
 from distill.data.tabular import TabularDataModule, table_text
 from distill.errors import UsageError
+from distill.losses import DISTILLERS
 from distill.train import main
 
 sklearn = pytest.importorskip("sklearn")
@@ -163,3 +164,119 @@ def test_the_shipped_penguins_table_has_gaps_and_categories():
     assert data.class_names == ("Adelie", "Chinstrap", "Gentoo") and data.target == "species"
     assert data.categorical_columns == ["island", "sex"] and "bill_length_mm" in data.numeric_columns
     assert data.num_training_samples() + len(data.test_x) == 344  # every penguin has a species; gaps are imputed
+
+
+def make_regression_table(path, rows=200, seed=0):
+    """y = 3x - 2z + a colour's offset + noise, in units far from zero (mean about 500)."""
+    rng = np.random.default_rng(seed)
+    body = []
+    for _ in range(rows):
+        x, z, colour = rng.normal(), rng.normal(), ["red", "blue"][rng.integers(2)]
+        y = 500 + 30 * x - 20 * z + (15 if colour == "red" else -15) + rng.normal(0, 3)
+        body.append([f"{x:.4f}", f"{z:.4f}", colour, f"{y:.3f}"])
+    path.write_text(table_text(["x", "z", "colour", "y"], body))
+    return path
+
+
+def test_the_task_is_inferred_from_the_target_or_declared(tmp_path):
+    from distill.data.tabular import infer_task
+
+    assert infer_task(["1.5", "2", "3"]) == "regression" and infer_task(["a", "b"]) == "classification"
+    assert infer_task(["0", "1", "2", "1"]) == "classification"  # a few whole-number codes are classes
+    assert infer_task([str(i) for i in range(50)]) == "regression"
+    table = make_regression_table(tmp_path / "r.csv")
+    data = TabularDataModule(path=str(table), target="y")
+    train_targets = data.train_y[data.train_set.indices]
+    assert data.task == "regression" and data.num_classes == 1 and data.class_names == ()
+    assert data.target_scale == pytest.approx((train_targets.mean().item(), train_targets.std(unbiased=False).item()),
+                                              rel=1e-5)
+    assert data.train_y.dtype == torch.float32
+    declared = TabularDataModule(path=str(make_table(tmp_path / "c.csv")), target="label", task="classification")
+    assert declared.task == "classification" and declared.target_scale is None
+    with pytest.raises(UsageError, match="lda needs classes"):
+        TabularDataModule(path=str(table), target="y", reduction="lda")
+
+
+def test_the_shipped_diabetes_table_is_a_regression():
+    data = TabularDataModule(dataset="diabetes")
+    assert data.task == "regression" and data.target == "progression" and data.input_shape == (10,)
+    assert data.num_training_samples() + len(data.test_x) == 442
+
+
+def test_regression_through_the_cli_predicts_in_the_targets_units(tmp_path):
+    from distill.evaluate import main as evaluate
+    from distill.predict import main as predict
+
+    table = make_regression_table(tmp_path / "r.csv")
+    data = ["--data", "tabular", "--data.path", str(table), "--data.target", "y"]
+    assert main(["teacher", "--model.model", "mlp_wide", "--trainer.max_epochs", "8", "--model.lr", "0.01", *data,
+                 *QUIET, "--run_dir", str(tmp_path / "teacher")]) == 0
+    teacher = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert teacher["task"] == "regression" and teacher["monitor"] == "val/r2" and "best_val_r2" in teacher
+    assert teacher["test/r2"] > 0.8 and teacher["test/mse"] == pytest.approx(teacher["test/loss"])
+    # Regression KD against the teacher's cached predictions.
+    assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
+                 "--model.method", "regression_kd", "--trainer.max_epochs", "3", *data, *QUIET,
+                 "--run_dir", str(tmp_path / "student")]) == 0
+    student = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert student["method"] == "regression_kd" and student["teacher_test_r2"] == pytest.approx(teacher["test/r2"])
+    # From Python, a regression student without a method gets regression KD.
+    from distill import DistillModule
+
+    system = DistillModule(model="mlp_small", teacher=str(tmp_path / "teacher" / "best.ckpt"), num_classes=1,
+                           input_shape=tuple(student_input_shape(tmp_path)), task="regression", target_scale=(500.0, 40.0))
+    assert type(system.distiller).__name__ == "RegressionKD"
+    # weights_only round trip: the network alone predicts in the target's units (its scale travels in its weights).
+    trained = load_trained(tmp_path / "teacher" / "best.ckpt")
+    rebuilt = rebuild_data(trained)
+    predicted = trained.network(rebuilt.test_x).squeeze(1)
+    assert abs(predicted.mean().item() - rebuilt.test_y.mean().item()) < 20  # about 500, not about 0
+    r2 = 1 - ((predicted - rebuilt.test_y) ** 2).mean() / rebuilt.test_y.var(unbiased=False)
+    assert r2.item() == pytest.approx(teacher["test/r2"], abs=1e-4)
+    # The report, with the predicted-against-true plot; predictions for a new CSV's rows.
+    assert evaluate(["--teacher", str(tmp_path / "teacher" / "best.ckpt"), "--student", str(tmp_path / "student" / "best.ckpt"),
+                     "--out_dir", str(tmp_path / "report"), "--latency_runs", "2"]) == 0
+    report = json.loads((tmp_path / "report" / "compare.json").read_text())
+    assert report["task"] == "regression" and report["models"][0]["r2"] == pytest.approx(teacher["test/r2"], abs=1e-5)
+    assert "mse_to_teacher" in report["models"][1] and (tmp_path / "report" / "predicted_vs_true.png").is_file()
+    rows = [line.split(",")[:3] for line in table.read_text().splitlines()]
+    (tmp_path / "new.csv").write_text(table_text(rows[0], rows[1:4]))
+    assert predict(["--model", str(tmp_path / "teacher" / "best.ckpt"), "--input", str(tmp_path / "new.csv"),
+                    "--out", str(tmp_path / "p.csv")]) == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "line,prediction" and len(lines) == 4 and 350 < float(lines[1].split(",")[1]) < 650
+
+
+def student_input_shape(tmp_path):
+    return load_checkpoint(tmp_path / "student" / "best.ckpt")["hyper_parameters"]["input_shape"]
+
+
+def test_a_classification_method_on_a_regression_target_is_one_line(tmp_path, capsys):
+    table = make_regression_table(tmp_path / "r.csv", rows=60)
+    data = ["--data", "tabular", "--data.path", str(table), "--data.target", "y"]
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "1", *data, *QUIET,
+                 "--run_dir", str(tmp_path / "teacher")]) == 0
+    code = main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
+                 "--model.method", "kd", *data, *QUIET, "--run_dir", str(tmp_path / "student")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ("error: the kd method is for classification; this data is regression: "
+                                     "--model.method regression_kd")
+
+
+@pytest.fixture(scope="module")
+def regression_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("regression")
+    table = make_regression_table(root / "r.csv", rows=80)
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "2", "--data", "tabular",
+                 "--data.path", str(table), "--data.target", "y", *QUIET, "--run_dir", str(root / "teacher")]) == 0
+    return table, root / "teacher" / "best.ckpt"
+
+
+@pytest.mark.parametrize("name", [n for n in DISTILLERS.names() if "regression" in DISTILLERS.get(n).tasks])
+def test_every_regression_method_trains_through_the_cli(name, regression_teacher, tmp_path):
+    table, teacher = regression_teacher
+    assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(teacher), "--model.method", name,
+                 "--trainer.max_epochs", "2", "--data", "tabular", "--data.path", str(table), "--data.target", "y",
+                 *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["method"] == name and np.isfinite(metrics["test/r2"]) and "teacher_test_r2" in metrics

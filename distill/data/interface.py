@@ -24,6 +24,9 @@ class DistillData(Protocol):
     Batches of the loaders are ``(inputs, labels, indices)``: ``indices`` (B,) point into the
     full training split (training and validation parts), so per-sample values computed once
     from ``training_inputs`` (cached teacher outputs) can be looked up by a batch.
+
+    Two optional members describe a regression target (float labels, one output): ``task``
+    (``"regression"``) and ``target_scale`` (mean, std); see ``task_of`` and ``target_scale_of``.
     """
 
     @property
@@ -33,7 +36,7 @@ class DistillData(Protocol):
 
     @property
     def num_classes(self) -> int:
-        """Classes the labels take (a classifier's output width)."""
+        """Classes the labels take (a classifier's output width; 1 for regression, see ``task_of``)."""
         ...
 
     @property
@@ -81,6 +84,21 @@ class DistillData(Protocol):
     def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The test split, model-ready, each sample exactly once: ``(inputs (B, ...), labels (B,))``."""
         ...
+
+
+def task_of(data: object) -> str:
+    """The data's ``task``: ``classification`` (integer labels) or ``regression`` (float targets, one output).
+
+    An optional member of the interface: a DataModule without it is classification.
+    """
+    return str(getattr(data, "task", "classification"))
+
+
+def target_scale_of(data: object) -> tuple[float, float] | None:
+    """Regression: the data's ``target_scale``, mean and standard deviation of the training targets,
+    which the network learns z-scored. An optional member of the interface (None: unscaled)."""
+    scale = getattr(data, "target_scale", None)
+    return None if scale is None else (float(scale[0]), float(scale[1]))
 
 
 def check_data(data: object) -> None:

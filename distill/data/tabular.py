@@ -28,15 +28,33 @@ from distill.errors import UsageError
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
 
-def shipped_table(name: str) -> tuple[Path, str]:
-    """A table a Python package ships, and its target column: ``penguins`` (palmerpenguins)."""
+def shipped_table(name: str) -> tuple[list[str], list[list[str]], str, Path]:
+    """A table a Python package ships: header, rows, its target column and the file it came from.
+
+    ``penguins`` (palmerpenguins: species from measurements, with missing values and categorical
+    columns) and ``diabetes`` (scikit-learn's bundled copy: disease progression after one year, a
+    regression target, from ten baseline measurements of 442 patients). Nothing is downloaded.
+    """
     if name == "penguins":
         try:
             import palmerpenguins
         except ModuleNotFoundError:
             raise UsageError('dataset penguins needs the palmerpenguins package: pip install -e ".[tabular]"') from None
-        return Path(palmerpenguins.__file__).parent / "data" / "penguins.csv", "species"
-    raise UsageError(f"unknown table {name!r}; valid: penguins (or --data.path FILE.csv)")
+        path = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+        return *read_table(path), "species", path
+    if name == "diabetes":
+        try:
+            import sklearn.datasets
+        except ModuleNotFoundError:
+            raise UsageError('dataset diabetes needs scikit-learn: pip install -e ".[tabular]"') from None
+        bunch = sklearn.datasets.load_diabetes(scaled=False)  # the bundled file, unscaled: real units
+        header = [*bunch.feature_names, "progression"]
+        rows = [[repr(float(v)) for v in (*x, y)] for x, y in zip(bunch.data, bunch.target)]
+        return header, rows, "progression", Path(sklearn.datasets.__file__).parent / "data" / "diabetes_data_raw.csv.gz"
+    raise UsageError(f"unknown table {name!r}; valid: {', '.join(SHIPPED)} (or --data.path FILE.csv)")
+
+
+SHIPPED = ("penguins", "diabetes")
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -69,13 +87,29 @@ def parse_number(value: str, column: str, line: int) -> float:
         raise UsageError(f"column {column}, line {line}: {value!r} is not a number") from None
 
 
+def infer_task(values: list[str]) -> str:
+    """``regression`` for a target of numbers that are not a handful of whole-number codes, else ``classification``."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return "classification"
+    whole = all(n.is_integer() for n in numbers)
+    return "classification" if whole and len(set(numbers)) <= MAX_CODES else "regression"
+
+
+MAX_CODES = 20  # a whole-number target with at most this many values is read as class codes
+
+
 class TabularDataModule(LightningDataModule):
-    """Rows of a CSV table for classification, preprocessed as the training rows say.
+    """Rows of a CSV table for classification or regression, preprocessed as the training rows say.
 
     Args:
         path: The CSV file (a header line, then one row per sample).
-        dataset: Instead of ``path``, a table a package ships: ``penguins``.
+        dataset: Instead of ``path``, a table a package ships: ``penguins`` (classification) or
+            ``diabetes`` (regression).
         target: The column to predict (a shipped table knows its own).
+        task: ``classification``, ``regression``, or ``auto``: regression when the target's values
+            are all numbers and not just a few (at most 20) whole-number codes.
         numeric: Numeric feature columns; None: every column whose values all parse as numbers.
         categorical: Categorical feature columns; None: every other column.
         drop: Columns left out.
@@ -100,6 +134,7 @@ class TabularDataModule(LightningDataModule):
         path: str | None = None,
         dataset: str | None = None,
         target: str | None = None,
+        task: Literal["auto", "classification", "regression"] = "auto",
         numeric: list[str] | None = None,
         categorical: list[str] | None = None,
         drop: list[str] | None = None,
@@ -123,15 +158,24 @@ class TabularDataModule(LightningDataModule):
             raise UsageError(f"val_fraction and test_fraction must leave training rows, got {val_fraction}, {test_fraction}")
         if batch_size < 1 or eval_batch_size < 1:
             raise UsageError("batch sizes must be >= 1")
-        self.save_hyperparameters()
-        file, shipped_target = shipped_table(dataset) if dataset else (Path(path), None)  # type: ignore[arg-type]
-        self.file = file
+        if dataset:
+            header, rows, shipped_target, self.file = shipped_table(dataset)
+        else:
+            self.file = Path(path)  # type: ignore[arg-type]
+            header, rows = read_table(self.file)
+            shipped_target = None
         self.target = target or shipped_target
         if not self.target:
             raise UsageError("--data.target COLUMN: which column to predict")
+        if self.target not in header:
+            raise UsageError(f"column {self.target!r} is not in {self.file} (columns: {', '.join(header)})")
+        t = header.index(self.target)
+        if task == "auto":
+            task = infer_task([r[t].strip() for r in rows if not is_missing(r[t])])
+        self.task = task
+        self.save_hyperparameters()  # with the task as resolved: a rebuilt module reads the same
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        header, rows = read_table(file)
         self._columns(header, rows, numeric, categorical, drop or [])
         self._split_and_fit(header, rows, fitted)
 
@@ -178,10 +222,15 @@ class TabularDataModule(LightningDataModule):
     def _split_and_fit(self, header: list[str], rows: list[list[str]], fitted: dict[str, Any] | None) -> None:
         t = header.index(self.target)
         rows = [r for r in rows if not is_missing(r[t])]  # rows without a target teach nothing
-        self.classes = tuple(sorted({r[t].strip() for r in rows}))
-        if len(self.classes) < 2:
-            raise UsageError(f"target {self.target} takes {len(self.classes)} value(s); classification needs 2 or more")
-        labels = np.array([self.classes.index(r[t].strip()) for r in rows])
+        values = [r[t].strip() for r in rows]
+        if self.task == "regression":
+            self.classes: tuple[str, ...] = ()
+            labels = np.array([parse_number(v, self.target, i + 2) for i, v in enumerate(values)], dtype=np.float32)
+        else:
+            self.classes = tuple(sorted(set(values)))
+            if len(self.classes) < 2:
+                raise UsageError(f"target {self.target} takes {len(self.classes)} value(s); classification needs 2 or more")
+            labels = np.array([self.classes.index(v) for v in values])
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
         n_test = max(1, round(len(rows) * self.hparams.test_fraction))
         n_val = round(len(rows) * self.hparams.val_fraction)
@@ -191,14 +240,19 @@ class TabularDataModule(LightningDataModule):
         pool = np.concatenate([train, val])
         if fitted is None:  # fitted on the training rows only, never on validation or test rows
             h = self.hparams
+            if self.task == "regression" and h.reduction == "lda":
+                raise UsageError("--data.reduction lda needs classes; a regression target has none (use pca)")
             fitted = fit_preprocessing(numeric[train], categorical[train], labels[train], impute=h.impute,
                                        missing_indicator=h.missing_indicator, encoding=h.encoding, scaling=h.scaling,
                                        reduction=h.reduction, n_components=h.n_components,
                                        numeric_names=self.numeric_columns, categorical_names=self.categorical_columns)
+            if self.task == "regression":  # the networks learn z-scored targets; predictions come back in units
+                fitted = {**fitted, "target_mean": float(labels[train].mean()),
+                          "target_std": float(labels[train].std()) or 1.0}
             self.hparams["fitted"] = fitted  # saved with every checkpoint: evaluation applies the same transform
         self.fitted = fitted
         features = torch.from_numpy(apply_preprocessing(numeric, categorical, fitted))
-        targets = torch.from_numpy(labels).long()
+        targets = torch.from_numpy(labels) if self.task == "regression" else torch.from_numpy(labels).long()
         self.train_x, self.train_y = features[pool], targets[pool]
         self.test_x, self.test_y = features[test], targets[test]
         self.train_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train)))
@@ -212,7 +266,14 @@ class TabularDataModule(LightningDataModule):
     # -- DistillData -----------------------------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        return len(self.classes) if self.task == "classification" else 1
+
+    @property
+    def target_scale(self) -> tuple[float, float] | None:
+        """Regression: mean and standard deviation of the training targets (None for classification)."""
+        if self.task != "regression":
+            return None
+        return self.fitted["target_mean"], self.fitted["target_std"]
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from distill.losses.dist import DIST, dist_loss
 from distill.losses.dkd import DKD, dkd_loss
 from distill.losses.fitnet import FitNet, hint_loss
 from distill.losses.kd import KD, kd_loss
+from distill.losses.regression_kd import RegressionKD, regression_kd_loss
 from distill.registry import Registry
 
 DISTILLERS: Registry[type[Distiller]] = Registry("distillation method")
@@ -22,6 +23,7 @@ DISTILLERS.register(FitNet, name="fitnet")
 DISTILLERS.register(AT, name="at")
 DISTILLERS.register(CRD, name="crd")
 DISTILLERS.register(DIST, name="dist")
+DISTILLERS.register(RegressionKD, name="regression_kd")
 
 
 def method_name(method: Distiller) -> str:
@@ -30,7 +32,7 @@ def method_name(method: Distiller) -> str:
 
 
 __all__ = [
-    "AT", "CRD", "DIST", "DISTILLERS", "DKD", "Distiller", "FitNet", "KD", "LabelMixedDistiller", "Outputs",
+    "AT", "CRD", "DIST", "DISTILLERS", "DKD", "Distiller", "FitNet", "KD", "LabelMixedDistiller", "Outputs", "RegressionKD",
     "at_loss", "contrastive_loss", "dist_loss", "dkd_loss", "hint_loss", "kd_loss", "method_name",
-    "standardize_logits",
+    "regression_kd_loss", "standardize_logits",
 ]

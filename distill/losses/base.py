@@ -47,6 +47,8 @@ class Distiller(nn.Module):
 
     student_features: tuple[str, ...] = ()
     teacher_features: tuple[str, ...] = ()
+    # The data tasks the method's loss is defined for (the data's ``task``).
+    tasks: tuple[str, ...] = ("classification",)
     # The settings that weigh the teacher's terms: all at 0, the method trains the student alone
     # (the honest twin of the same recipe) and the teacher is not run.
     teacher_weights: tuple[str, ...] = ()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,12 +11,13 @@ from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
 from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
-from distill.models import NetworkOrName, count_parameters, create_model, object_name
+from distill.models import NetworkOrName, TargetScale, count_parameters, create_model, for_task, object_name
 
 # inputs (B, ...), labels (B,) and, from a DataModule answering DistillData, dataset indices (B,)
 Batch = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]
@@ -42,7 +43,11 @@ def logs_this_step(trainer: Any) -> bool:
 
 
 class ClassifierSystem(LightningModule):
-    """Trains ``self.model`` on labelled images; subclasses say what the training loss terms are.
+    """Trains ``self.model`` on labelled inputs; subclasses say what the training loss terms are.
+
+    Classification (cross-entropy; accuracy and macro F1) or regression (the data's ``task``): the
+    network then has one output, learns the z-scored target with a mean squared error, and is
+    wrapped in ``TargetScale`` so that it predicts in the target's units (MSE, MAE and R² in them).
 
     Args:
         model: Architecture name from the registry (``distill.models.list_models()``); from Python,
@@ -50,6 +55,8 @@ class ClassifierSystem(LightningModule):
         model_kwargs: Options of the architecture factory, e.g. ``{"dropout": 0.3, "bn": true}``.
         num_classes: Output classes (linked from the data by the CLI).
         input_shape: Shape of one input, (C, H, W) for images, (F,) for table rows (linked from the data by the CLI).
+        task: ``classification`` or ``regression`` (linked from the data by the CLI).
+        target_scale: Regression: mean and standard deviation of the training targets (linked from the data).
         optimizer: sgd, adam, adamw, adamax, adagrad, adadelta or rmsprop.
         lr: Peak learning rate, > 0.
         momentum: Momentum for sgd and rmsprop.
@@ -67,8 +74,8 @@ class ClassifierSystem(LightningModule):
         milestones: multistep decay points: fractions of training (<= 1) or step counts.
         power: Exponent of the polynomial schedule.
         min_lr_ratio: Floor of cosine/polynomial/onecycle as a fraction of lr.
-        plateau_patience: Epochs without val/acc improvement before plateau decays the LR.
-        label_smoothing: Label smoothing of the cross-entropy, in [0, 1).
+        plateau_patience: Epochs without improvement of the monitored validation figure before plateau decays the LR.
+        label_smoothing: Label smoothing of the cross-entropy, in [0, 1) (classification).
         channels_last: Keep conv weights and inputs in NHWC memory order (faster convolutions on
             CPU with oneDNN and on GPU tensor cores; the numbers computed are the same).
         compile: Compile the trained network's forward with ``torch.compile`` (in place: checkpoints
@@ -81,6 +88,8 @@ class ClassifierSystem(LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         input_shape: tuple[int, ...] = (1, 28, 28),
+        task: Literal["classification", "regression"] = "classification",
+        target_scale: tuple[float, float] | None = None,
         optimizer: str = "adamw",
         lr: float = 3e-3,
         momentum: float = 0.9,
@@ -112,6 +121,8 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if warmup_steps < 0 or not 0.0 <= warmup_fraction < 1.0:
             raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
+        if task == "regression" and num_classes != 1:
+            raise UsageError(f"a regression network has one output, got num_classes={num_classes}")
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
         self._network_given = {"model": model if isinstance(model, nn.Module) else None}
@@ -128,12 +139,15 @@ class ClassifierSystem(LightningModule):
         self._loss_sums: Tensor | None = None  # loss and terms summed since the last logged step (on device)
         self._loss_count = 0
         self._resumed_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed, until training starts
-        self._train_preds: list[Tensor] = []  # predicted classes (B,) of this epoch's training batches
+        self._train_preds: list[Tensor] = []  # predicted classes or values (B,) of this epoch's training batches
         self._train_labels: list[Tensor] = []
-        metrics = MetricCollection({
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        })
+        if task == "regression":
+            metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+        else:
+            metrics = MetricCollection({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            })
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -146,8 +160,35 @@ class ClassifierSystem(LightningModule):
         """
         hp = self.hparams
         if self._network_given["model"] is not None:
-            return self._network_given["model"]
-        return create_model(hp.model, num_classes=hp.num_classes, in_channels=hp.input_shape[0], **(hp.model_kwargs or {}))
+            network = self._network_given["model"]
+        else:
+            network = create_model(hp.model, num_classes=hp.num_classes, in_channels=hp.input_shape[0],
+                                   **(hp.model_kwargs or {}))
+        return for_task(network, hp.task, hp.target_scale)
+
+    @property
+    def regression(self) -> bool:
+        return self.hparams.task == "regression"
+
+    @property
+    def monitor(self) -> str:
+        """The validation figure that picks the best checkpoint (higher is better): ``val/acc``, or ``val/r2``."""
+        return "val/r2" if self.regression else "val/acc"
+
+    def standardized(self, values: Tensor) -> Tensor:
+        """Regression outputs or targets in the target's units -> the z-scores the network learns."""
+        assert isinstance(self.model, TargetScale)
+        return self.model.standardize(values)
+
+    def supervised_loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        """The labels' loss: (label-smoothed) cross-entropy, or the mean squared error of the z-scored target."""
+        if self.regression:
+            return F.mse_loss(self.standardized(outputs.squeeze(1)), self.standardized(labels))
+        return F.cross_entropy(outputs, labels, label_smoothing=self.hparams.label_smoothing)
+
+    def _scored(self, outputs: Tensor) -> Tensor:
+        """What the metrics score: logits (B, K), or predicted values (B,)."""
+        return outputs.squeeze(1) if self.regression else outputs
 
     def report_metrics(self) -> dict[str, Any]:
         """What this stage adds to ``metrics.json`` beyond the test figures (plain values)."""
@@ -181,8 +222,8 @@ class ClassifierSystem(LightningModule):
 
     def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the named loss terms of one training batch; subclasses override."""
-        logits = self.model(images)
-        return logits, {"ce": F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)}
+        outputs = self.model(images)
+        return outputs, {"mse" if self.regression else "ce": self.supervised_loss(outputs, labels)}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, labels, indices = unpack(batch)
@@ -197,7 +238,8 @@ class ClassifierSystem(LightningModule):
         self._log_losses(values, names)
         # Predicted classes are kept and scored once at the epoch's end: a metric update per step costs
         # about a millisecond of Python, a few percent of a small model's step.
-        self._train_preds.append(logits.detach().argmax(dim=1))  # (B,)
+        scored = self._scored(logits.detach())
+        self._train_preds.append(scored if self.regression else scored.argmax(dim=1))  # (B,)
         self._train_labels.append(labels)
         self._watch_finite(values, names)
         return loss
@@ -258,9 +300,10 @@ class ClassifierSystem(LightningModule):
 
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, labels, _ = unpack(batch)
-        logits = self(self.to_memory_format(images))
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=labels.shape[0])
-        metrics.update(logits, labels)
+        outputs = self(self.to_memory_format(images))
+        loss = F.mse_loss(outputs.squeeze(1), labels) if self.regression else F.cross_entropy(outputs, labels)
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=labels.shape[0])
+        metrics.update(self._scored(outputs), labels)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=labels.shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -280,7 +323,7 @@ class ClassifierSystem(LightningModule):
         schedulers = [{"scheduler": schedule, "interval": "step", "name": "lr"}]
         if hp.scheduler == optim.PLATEAU:
             plateau = optim.build_plateau(opt, mode="max", gamma=hp.gamma, patience=hp.plateau_patience)
-            schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": "val/acc"})
+            schedulers.append({"scheduler": plateau, "interval": "epoch", "monitor": self.monitor})
         return [opt], schedulers
 
     def on_train_epoch_start(self) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from distill.errors import UsageError
 from distill.features import FeatureRecorder, probe_shapes
-from distill.losses import KD, Distiller, Outputs, method_name
+from distill.losses import DISTILLERS, KD, Distiller, Outputs, RegressionKD, method_name
 from distill.models import NetworkOrName, count_parameters
 from distill.models.ensemble import Ensemble
 from distill.models.teacher_view import TeacherView
@@ -59,8 +59,9 @@ class DistillModule(ClassifierSystem):
         teacher_ensemble_temperature: T of the probability average.
         method: The distillation method with its settings, e.g. ``--model.method dkd
             --model.method.beta 2`` (``--model.method.help dkd`` lists them; ``distill.losses.DISTILLERS``
-            the names). None: Hinton KD with its defaults. ``--model.method.alpha 0`` trains the
-            same student on labels alone, for every method that mixes in the labels.
+            the names). None: Hinton KD with its defaults (regression: ``regression_kd``).
+            ``--model.method.alpha 0`` trains the same student on labels alone, for every method
+            that mixes in the labels.
         teacher_tta: Test-time augmentation of the teacher: ``none``, ``flip`` (the image and its
             mirror) or ``flip_shift`` (those and 1-pixel shifts in four directions, bordered as the
             data's training crop pads, 10 views): its logits averaged over those views of each
@@ -104,7 +105,11 @@ class DistillModule(ClassifierSystem):
             raise UsageError("the student stage needs a teacher: --model.teacher SPEC (or --model.teacher_ckpt PATH)")
         self._teacher_given = {"teacher": teacher if teacher is not None else teacher_ckpt}
         super().__init__(model=model, **kwargs)
-        self.distiller = method if method is not None else KD()
+        self.distiller = method if method is not None else (RegressionKD() if self.regression else KD())
+        if self.hparams.task not in self.distiller.tasks:
+            fitting = [n for n in DISTILLERS.names() if self.hparams.task in DISTILLERS.get(n).tasks]
+            raise UsageError(f"the {method_name(self.distiller)} method is for {' or '.join(self.distiller.tasks)}; "
+                             f"this data is {self.hparams.task}: --model.method {' or '.join(fitting)}")
         # The method as plain values: what ran is readable from any checkpoint without importing code.
         self.hparams["method"] = method_name(self.distiller)
         self.hparams["method_settings"] = self.distiller.settings()
@@ -148,6 +153,9 @@ class DistillModule(ClassifierSystem):
         if len(given) > 1 and self.distiller.teacher_features:
             raise UsageError(f"the {self.hparams.method} method reads a teacher's features: it learns from one teacher, "
                              f"not {len(given)}")
+        if len(given) > 1 and self.regression and self.hparams.teacher_ensemble != "logits":
+            raise UsageError("several regression teachers are averaged: --model.teacher_ensemble logits "
+                             "(the mean of their predictions)")
         if len(given) > 1 and (self.hparams.teacher_weights or self.hparams.teacher_kwargs):
             raise UsageError("--model.teacher_weights and --model.teacher_kwargs describe one teacher; several "
                              "teachers are given as checkpoints (or registry:/import: specs without them)")
@@ -295,7 +303,12 @@ class DistillModule(ClassifierSystem):
             teacher = Outputs(self.teacher_from_rows(self.cached_logits[indices]))  # (B, K)
         elif self.distiller.needs_teacher:
             teacher = self.teacher_outputs(inputs)
-        return student.logits, self.distiller(student, teacher, labels)
+        outputs = student.logits
+        if self.regression:  # the method sees the z-scores the student learns, teacher and targets alike
+            student = Outputs(self.standardized(student.logits), student.features)
+            teacher = None if teacher is None else Outputs(self.standardized(teacher.logits), teacher.features)
+            labels = self.standardized(labels)
+        return outputs, self.distiller(student, teacher, labels)
 
     def teacher_outputs(self, inputs: Tensor) -> Outputs:
         """The frozen teacher's float32 logits (B, K) and the features the method asked for, without autograd history."""

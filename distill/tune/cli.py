@@ -105,20 +105,23 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
         if outcome.metrics is None:
             raise TrialFailed(f"exit code {outcome.returncode}: {outcome.log_tail[:200]}")
         metrics = outcome.metrics
-        trial.set_user_attr("test_acc", metrics.get("test/acc"))
+        figure = metrics.get("monitor", "val/acc").split("/", 1)[1]  # acc, or r2 for a regression target
+        trial.set_user_attr("figure", figure)
+        trial.set_user_attr(f"test_{figure}", metrics.get(f"test/{figure}"))
         trial.set_user_attr("epochs", metrics.get("epochs"))
-        return float(metrics["best_val_acc"])
+        return float(metrics[f"best_val_{figure}"])
 
     lock = threading.Lock()
 
     def progress(study: Any, trial: Any) -> None:
         with lock:
-            value = "-" if trial.value is None else f"{100 * trial.value:.2f}%"
+            figure = report.figure_of(study)
+            value = "-" if trial.value is None else report.shown(trial.value, figure)
             best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) else None
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-            console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val acc {value:>7}  "
+            console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val {report.NAMES[figure]} {value:>7}  "
                           f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {params}"
-                          + (f"  | best #{best.number} {100 * best.value:.2f}%" if best else ""))
+                          + (f"  | best #{best.number} {report.shown(best.value, figure)}" if best else ""))
             first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
             if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
                 study.stop()
@@ -157,24 +160,26 @@ def finish(stage: str, space: Space, study: Any, out_dir: Path, sampler: str, st
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    figure = report.figure_of(study)
+    name = report.NAMES[figure]
     summary: dict[str, Any] = {
         "study": study.study_name, "stage": stage, "sampler": sampler, "seed": seed,
         "storage": storage or str(out_dir / "study.journal"), "trials": states,
-        "objective": "best validation accuracy (best_val_acc); test accuracy recorded only",
+        "objective": f"best validation {name} (best_val_{figure}); test {name} recorded only",
     }
     best_config = None
     if best is not None:
-        summary["best"] = {"number": best.number, "val_acc": best.value, "test_acc": best.user_attrs.get("test_acc"),
-                           "params": best.params}
+        summary["best"] = {"number": best.number, f"val_{figure}": best.value,
+                           f"test_{figure}": best.user_attrs.get(f"test_{figure}"), "params": best.params}
         best_config = dry_parse(stage, space, best.params)
         best_config["run_dir"] = str(out_dir / "best")
     if baseline is not None:
-        summary["baseline"] = {"number": baseline.number, "val_acc": baseline.value,
-                               "test_acc": baseline.user_attrs.get("test_acc"), "params": baseline.params}
+        summary["baseline"] = {"number": baseline.number, f"val_{figure}": baseline.value,
+                               f"test_{figure}": baseline.user_attrs.get(f"test_{figure}"), "params": baseline.params}
     written = report.write(out_dir, study, summary, best_config)
     if best is not None:
-        console.print(f"best: trial {best.number}, val acc {100 * best.value:.2f}% {best.params}"
-                      + (f"; baseline (trial {baseline.number}) {100 * baseline.value:.2f}%" if baseline else ""))
+        console.print(f"best: trial {best.number}, val {name} {report.shown(best.value, figure)} {best.params}"
+                      + (f"; baseline (trial {baseline.number}) {report.shown(baseline.value, figure)}" if baseline else ""))
     console.print(f"wrote {', '.join(p.name for p in written)} in {out_dir}")
     return summary
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="trials run at once (threads split between them)")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="tpe (Bayesian, default), gp, grid, random")
     parser.add_argument("--pruner", default="none", choices=PRUNERS,
-                        help="stop poor trials early on their per-epoch val/acc (off by default)")
+                        help="stop poor trials early on their per-epoch val/acc (val/r2 for regression; off by default)")
     parser.add_argument("--storage", default=None,
                         help="journal file (default OUT/study.journal) or database URL shared by several machines")
     parser.add_argument("--study", default=None, help="study name (default: STAGE-SPACE_FILE_NAME)")

@@ -13,22 +13,39 @@ import yaml
 
 from distill.run_dir import atomic_write, atomic_write_text
 
-COLUMNS = ["number", "state", "val_acc", "test_acc", "epochs", "seconds", "params", "command"]
+NAMES = {"acc": "acc", "r2": "R²"}  # the figure a trial is scored by: accuracy, or R² for a regression target
+
+
+def figure_of(study: Any) -> str:
+    """``acc``, or ``r2`` when the study's trials train on a regression target."""
+    return next((t.user_attrs["figure"] for t in study.get_trials(deepcopy=False) if "figure" in t.user_attrs), "acc")
+
+
+def shown(value: float, figure: str) -> str:
+    """A figure as the console shows it: accuracy in %, R² as it is."""
+    return f"{100 * value:.2f}%" if figure == "acc" else f"{value:.4f}"
+
+
+def columns(figure: str) -> list[str]:
+    return ["number", "state", f"val_{figure}", f"test_{figure}", "epochs", "seconds", "params", "command"]
 
 
 def rows(study: Any) -> list[dict[str, Any]]:
     """One plain row per trial, in trial order."""
+    figure = figure_of(study)
     out = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        out.append({"number": t.number, "state": t.state.name.lower(), "val_acc": t.value,
-                    "test_acc": t.user_attrs.get("test_acc"), "epochs": t.user_attrs.get("epochs"),
+        out.append({"number": t.number, "state": t.state.name.lower(), f"val_{figure}": t.value,
+                    f"test_{figure}": t.user_attrs.get(f"test_{figure}"), "epochs": t.user_attrs.get("epochs"),
                     "seconds": t.user_attrs.get("seconds"), "params": json.dumps(t.params, sort_keys=True),
                     "command": t.user_attrs.get("command", "")})
     return out
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, figure: str = "acc") -> str:
     if isinstance(value, float):
+        if figure == "r2":
+            return f"{value:.4f}"
         return f"{100 * value:.2f}" if value <= 1.0 else f"{value:.1f}"
     return "" if value is None else str(value)
 
@@ -36,17 +53,22 @@ def _cell(value: Any) -> str:
 def write(out_dir: Path, study: Any, summary: dict[str, Any], best_config: dict[str, Any] | None) -> list[Path]:
     """Writes trials.csv, trials.md, summary.json, best.yaml (when a trial completed) and the plots; returns their paths."""
     table = rows(study)
+    figure = figure_of(study)
+    name = "accuracy" if figure == "acc" else NAMES[figure]
+    shown_as = "%" if figure == "acc" else ""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns(figure))
     writer.writeheader()
     writer.writerows(table)
     written = [out_dir / "trials.csv", out_dir / "trials.md", out_dir / "summary.json"]
     atomic_write_text(written[0], buffer.getvalue())
     lines = [f"# Search {summary['study']}: {summary['stage']} stage, {summary['sampler']} sampler", "",
-             "Objective: best validation accuracy of the run (test accuracy recorded, never optimized).", "",
-             "| # | state | val acc % | test acc % | epochs | s | params |", "|---|---|---:|---:|---:|---:|---|"]
+             f"Objective: best validation {name} of the run (test {name} recorded, never optimized).", "",
+             f"| # | state | val {NAMES[figure]} {shown_as} | test {NAMES[figure]} {shown_as} | epochs | s | params |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in table:
-        lines.append(f"| {r['number']} | {r['state']} | {_cell(r['val_acc'])} | {_cell(r['test_acc'])} | "
+        lines.append(f"| {r['number']} | {r['state']} | {_cell(r[f'val_{figure}'], figure)} | "
+                     f"{_cell(r[f'test_{figure}'], figure)} | "
                      f"{_cell(r['epochs'])} | {_cell(r['seconds'])} | `{r['params']}` |")
     atomic_write_text(written[1], "\n".join(lines) + "\n")
     atomic_write_text(written[2], json.dumps(summary, indent=2, default=str) + "\n")

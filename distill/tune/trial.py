@@ -83,8 +83,9 @@ class Outcome:
     log_tail: str = ""
 
 
-def epoch_val_acc(run_dir: Path) -> list[float]:
-    """Validation accuracy per finished epoch, from the run's CSV log while it trains."""
+def epoch_validation(run_dir: Path) -> list[float]:
+    """The monitored validation figure per finished epoch (``val/acc``, or ``val/r2`` for regression),
+    from the run's CSV log while it trains."""
     path = run_dir / "logs" / "metrics.csv"
     if not path.is_file():
         return []
@@ -92,8 +93,9 @@ def epoch_val_acc(run_dir: Path) -> list[float]:
     try:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                if row.get("val/acc") and row.get("epoch"):
-                    values[int(float(row["epoch"]))] = float(row["val/acc"])
+                value = row.get("val/acc") or row.get("val/r2")
+                if value and row.get("epoch"):
+                    values[int(float(row["epoch"]))] = float(value)
     except (OSError, ValueError, csv.Error):  # a line being written: read again at the next poll
         return []
     return [values[e] for e in sorted(values)]
@@ -111,7 +113,7 @@ def run(cmd: list[str], run_dir: Path, env: dict[str, str],
             while proc.poll() is None:
                 time.sleep(POLL_SECONDS)
                 if should_stop is not None:
-                    curve = epoch_val_acc(run_dir)
+                    curve = epoch_validation(run_dir)
                     if len(curve) > reported:
                         reported = len(curve)
                         if should_stop(curve):
