@@ -92,12 +92,11 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     console = console or Console()
     if max_drop < 0:
         raise UsageError(f"--max_drop must be >= 0 points, got {max_drop}")
-    names = name_models(students)
+    # The role "teacher" is --teacher's: a --ckpt from a run directory of that name is told apart.
+    names = [f"{name}-ckpt" if name == "teacher" else name for name in name_models(students)]
     sources = {name: load_trained(path) for name, path in zip(names, students)}
     reference = names[0]  # the student the accuracy budget is counted from
     if teacher is not None:
-        if "teacher" in sources:
-            raise UsageError("a student's run directory is named 'teacher'; rename it to tell the two apart")
         sources = {"teacher": load_trained(teacher), **sources}
     check_same_task(list(sources.values()))
     data = rebuild_data(sources[reference], data_root, 1000)

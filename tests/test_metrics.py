@@ -24,6 +24,16 @@ def test_accuracy_f1_nll_confusion_by_hand():
     assert q["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
+def test_regression_figures_by_hand():
+    predicted, true = torch.tensor([2.0, 4.0, 7.0, 9.0]), torch.tensor([3.0, 5.0, 7.0, 5.0])
+    q = metrics.regression_quality(predicted.unsqueeze(1), true)  # (N, 1) outputs, as a network gives them
+    # errors -1, -1, 0, 4: MSE 18/4, MAE 6/4; the targets' mean 5, variance (4 + 0 + 4 + 0) / 4 = 2
+    assert q["mse"] == pytest.approx(4.5) and q["mae"] == pytest.approx(1.5) and q["rmse"] == pytest.approx(4.5 ** 0.5)
+    assert q["r2"] == pytest.approx(1 - 4.5 / 2.0)
+    figures = metrics.test_figures(predicted.unsqueeze(1), true, "regression")
+    assert figures == pytest.approx({"test/mse": 4.5, "test/mae": 1.5, "test/r2": -1.25, "test/loss": 4.5})
+
+
 def test_expected_calibration_error_by_hand():
     logits, labels = hand_made()
     # confidences 0.8 (right), 0.6 (right), 0.7 (wrong), 0.6 (right), each in its own 1/15-wide bin

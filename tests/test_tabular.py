@@ -51,7 +51,7 @@ def test_numeric_steps_match_scikit_learn():
 
     rng = np.random.default_rng(0)
     x, empty = numeric_matrix(rng), np.empty((50, 0), dtype=object)
-    for impute in ("mean", "median"):
+    for impute in ("mean", "median", "most_frequent"):
         filled = SimpleImputer(strategy=impute).fit_transform(x)
         for scaling, scaler in (("zscore", StandardScaler()), ("minmax", MinMaxScaler())):
             state = fit_preprocessing(x, empty, None, impute=impute, scaling=scaling)
@@ -280,3 +280,37 @@ def test_every_regression_method_trains_through_the_cli(name, regression_teacher
                  *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
     metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert metrics["method"] == name and np.isfinite(metrics["test/r2"]) and "teacher_test_r2" in metrics
+
+
+def test_a_regression_student_compresses_and_its_onnx_files_predict_in_units(regression_teacher, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from distill.compress import main as compress
+    from distill.evaluate import main as evaluate
+
+    _, teacher = regression_teacher
+    out = tmp_path / "compressed"
+    assert compress(["--ckpt", str(teacher), "--out_dir", str(out), "--latency_runs", "3", "--calibration", "32"]) == 0
+    report = json.loads((out / "compress.json").read_text())
+    assert report["figure"] == "r2" and {"r2", "mse_to_fp32", "r2_change_points"} <= set(report["artifacts"][0])
+    fp32 = next(r for r in report["artifacts"] if r["format"] == "onnx fp32")
+    assert fp32["mse_to_fp32"] < 1e-6 and json.loads((out / "teacher-ckpt.json").read_text())["task"] == "regression"
+    assert evaluate(["--teacher", str(teacher), "--student", str(out / "teacher-ckpt.int8.onnx"), "--out_dir",
+                     str(tmp_path / "report"), "--latency_runs", "2"]) == 0
+    assert json.loads((tmp_path / "report" / "compare.json").read_text())["task"] == "regression"
+
+
+def test_a_search_on_a_regression_table_optimizes_validation_r2(regression_teacher, tmp_path):
+    pytest.importorskip("optuna")
+    import yaml
+
+    from distill.tune.cli import main as tune
+
+    table, _ = regression_teacher
+    fixed = {"model.model": "mlp_small", "trainer.max_epochs": 2, "trainer.enable_model_summary": False,
+             "data": "tabular", "data.path": str(table), "data.target": "y"}
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"fixed": fixed, "space": {"model.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}}))
+    assert tune(["teacher", "--space", str(space), "--trials", "2", "--sampler", "random", "--out", str(tmp_path / "t")]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["objective"].startswith("best validation R²") and "val_r2" in summary["best"]
+    assert "test_r2" in (tmp_path / "t" / "trials.csv").read_text().splitlines()[0]

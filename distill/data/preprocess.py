@@ -1,6 +1,6 @@
 """The classic preprocessing of table rows, fitted by scikit-learn on the training rows, applied from plain values.
 
-Numeric columns: missing values imputed (mean or median; optionally a 0/1 missing-indicator column
+Numeric columns: missing values imputed (mean, median or the most frequent value; optionally a 0/1 missing-indicator column
 per column that had gaps in training), then scaled (z-score or min-max). Categorical columns:
 missing values imputed with the most frequent category, then one-hot or ordinal encoded. Then,
 optionally, PCA (a number of components, or the fraction of variance to keep) or LDA (classification).
@@ -21,7 +21,7 @@ import numpy as np
 
 from distill.errors import UsageError
 
-IMPUTES = ("mean", "median")
+IMPUTES = ("mean", "median", "most_frequent")
 ENCODINGS = ("onehot", "ordinal")
 SCALINGS = ("zscore", "minmax", "none")
 REDUCTIONS = ("none", "pca", "lda")

@@ -118,7 +118,8 @@ class TabularDataModule(LightningDataModule):
         split_seed: Seed of the three-way split.
         batch_size: Training batch size.
         eval_batch_size: Batch size for validation, test and the cache.
-        impute: Numeric imputation: ``mean`` or ``median`` (categorical: the most frequent category).
+        impute: Numeric imputation: ``mean``, ``median`` or ``most_frequent`` (categorical: the most
+            frequent category).
         missing_indicator: Add a 0/1 column per numeric column that had missing training values.
         encoding: Categorical encoding: ``onehot`` or ``ordinal``.
         scaling: Numeric scaling: ``zscore``, ``minmax`` or ``none``.
@@ -143,7 +144,7 @@ class TabularDataModule(LightningDataModule):
         split_seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int = 1024,
-        impute: Literal["mean", "median"] = "mean",
+        impute: Literal["mean", "median", "most_frequent"] = "mean",
         missing_indicator: bool = False,
         encoding: Literal["onehot", "ordinal"] = "onehot",
         scaling: Literal["zscore", "minmax", "none"] = "zscore",
