@@ -122,9 +122,10 @@ def open_table(path: Path, memory_limit_mb: float, device: torch.device | str = 
 class TeacherCache(Callback):
     """At the start of fit, gives a distillation system cached teacher logits where they are valid.
 
-    The cache serves when the method reads only the teacher's logits and every random transform of
-    the training inputs is one the teacher is invariant to (none, or flips for a teacher averaged
-    over mirrored views). Otherwise the teacher runs online, and the reason is printed.
+    The cache serves when the method reads only the teacher's logits (or, beside them, features
+    that are one vector per sample, such as CRD's pooled ``penultimate``: cached in the same row) and
+    every random transform of the training inputs is one the teacher is invariant to (none, or flips
+    for a teacher averaged over mirrored views). Otherwise the teacher runs online, and the reason is printed.
     Rank 0 builds the table; every process then opens the same file.
 
     Args:
@@ -147,8 +148,8 @@ class TeacherCache(Callback):
         """Why the teacher's logits are not cached for this run, or None when they are."""
         if not self.enabled:
             return "teacher_cache is off"
-        if module.distiller.teacher_features:
-            return "the method reads the teacher's intermediate features"
+        if module.distiller.teacher_features and module.cached_feature_widths is None:
+            return "the method reads the teacher's intermediate feature maps, too large to cache"
         if data is None or not isinstance(data, DistillData):
             return "the DataModule does not answer distill.data.DistillData (its batches carry no sample indices)"
         varying = data.random_transforms() - module.teacher_invariances()
@@ -168,6 +169,9 @@ class TeacherCache(Callback):
             rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
             return
         key = f"{data.fingerprint()}|views={module.teacher_views()}|dtype={self.dtype}"
+        columns = module.teacher_table_columns()
+        if columns != "logits":  # unchanged for logits alone: existing caches stay valid
+            key += f"|columns={columns}"
         path = cache_path(module.teacher_cache_dir(), module.teacher_identity(), key)
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
@@ -184,5 +188,6 @@ class TeacherCache(Callback):
             raise UsageError(f"teacher logits cache {path} is unreadable; delete it and run again")
         module.cached_logits = table
         where = "in memory" if table.in_memory else "memory-mapped"
-        rank_zero_info(f"teacher: cached logits {verb} in {time.perf_counter() - start:.1f} s ({path}, {self.dtype}, "
+        what = "logits" if columns == "logits" else columns.replace("+", " and ")
+        rank_zero_info(f"teacher: cached {what} {verb} in {time.perf_counter() - start:.1f} s ({path}, {self.dtype}, "
                        f"{where}); looked up by index, the teacher does not run during training")

@@ -113,3 +113,28 @@ def test_methods_own_their_feature_names_and_settings():
     assert AT().student_features == ("stage1", "stage2") and AT(beta=0).needs_teacher is False
     assert FitNet(hint="stage1", guided="stage3").teacher_features == ("stage3",)
     assert DIST().teacher_features == () and DIST(beta=0, gamma=0).needs_teacher is False
+
+
+def test_crd_learns_from_cached_pooled_teacher_vectors_exactly_as_from_the_online_teacher(teacher_run):
+    from distill.teacher_cache import TeacherCache
+
+    teacher = str(teacher_run / "best.ckpt")
+
+    def build() -> DistillModule:  # the same seed: the same student, embeddings and queue
+        torch.manual_seed(0)
+        return DistillModule(model="cnn_tiny", teacher=teacher, method=CRD(dim=8, queue_size=16), num_classes=10,
+                             input_shape=(1, 28, 28), channels_last=False)
+
+    system, cached = build(), build()
+    inputs, labels, indices = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,)), torch.arange(6)
+    rows = system.teacher_table_rows(inputs)  # (B, K + D): the logits, then the pooled penultimate vector
+    width = system.cached_feature_widths["penultimate"]
+    assert rows.shape == (6, 10 + width) and system.teacher_table_columns() == f"logits+penultimate:{width}"
+    cached.cached_logits = rows  # looked up by index, as the cache table is
+    _, online_terms = system.training_losses(inputs, labels, indices)
+    _, cached_terms = cached.training_losses(inputs, labels, indices)
+    assert all(torch.allclose(online_terms[k], cached_terms[k], rtol=1e-6, atol=1e-7) for k in online_terms)
+    # Which path runs: pooled vectors are cached; spatial maps (AT) are not, and the reason says so.
+    at = DistillModule(model="cnn_tiny", teacher=teacher, method=AT(), num_classes=10, input_shape=(1, 28, 28))
+    assert at.cached_feature_widths is None and at.teacher_table_columns() == "logits"
+    assert "too large to cache" in TeacherCache().reason_not_cached(at, None)

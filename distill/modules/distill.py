@@ -204,6 +204,11 @@ class DistillModule(ClassifierSystem):
                 logits, features = probe_shapes(network, recorder, self.hparams.input_shape)
                 shapes.append({"logits": logits, **features})
         self.distiller.build(*shapes)
+        teacher_features = {name: shape for name, shape in shapes[1].items() if name != "logits"}
+        # Per-sample vectors (pooled features) are small enough to cache beside the logits; spatial maps are not.
+        self.cached_feature_widths: dict[str, int] | None = (
+            {name: shape[1] for name, shape in teacher_features.items()}
+            if all(len(shape) == 2 for shape in teacher_features.values()) else None)
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
@@ -269,24 +274,48 @@ class DistillModule(ClassifierSystem):
             return members[0]
         return Ensemble(members, self.teacher.combine, self.teacher.temperature)
 
+    def teacher_table_columns(self) -> str:
+        """What a cached row holds, for the cache key: the logits, and the teacher features a method reads."""
+        features = self.distiller.teacher_features
+        return "logits" + "".join(f"+{name}:{self.cached_feature_widths[name]}" for name in features) \
+            if features and self.cached_feature_widths is not None else "logits"
+
     @torch.no_grad()
-    def teacher_table_rows(self, inputs: Tensor) -> Tensor:
-        """What the teacher cache keeps per sample: the logits (B, K), or every teacher's side by side (B, n*K)."""
+    def teacher_logit_rows(self, inputs: Tensor) -> Tensor:
+        """The teacher's logits (B, K) under its views, or every teacher's side by side (B, n*K)."""
         if isinstance(self.teacher, Ensemble):
             members = [average_logits(m, inputs, self.teacher_tta, self.teacher_fill) for m in self.teacher.members]
             return torch.cat([m.float() for m in members], dim=1)
         return average_logits(self.teacher, inputs, self.teacher_tta, self.teacher_fill)
 
+    @torch.no_grad()
+    def teacher_table_rows(self, inputs: Tensor) -> Tensor:
+        """What the teacher cache keeps per sample: ``teacher_logit_rows``, followed by the pooled teacher
+        features the method reads when it reads any (B, K + D)."""
+        if not self.distiller.teacher_features:
+            return self.teacher_logit_rows(inputs)
+        outputs = self.teacher_outputs(inputs)
+        return torch.cat([outputs.logits, *(outputs.features[n].float() for n in self.distiller.teacher_features)], dim=1)
+
     def teacher_from_rows(self, rows: Tensor) -> Tensor:
         """Cached rows (B, K) or (B, n*K) -> the teacher's logits (B, K), several teachers combined."""
         if isinstance(self.teacher, Ensemble):
             return self.teacher.combined(rows.float().view(len(rows), len(self.teacher.members), -1))
-        return rows
+        return rows[:, :self.hparams.num_classes]
+
+    def teacher_outputs_from_rows(self, rows: Tensor) -> Outputs:
+        """Cached rows -> the teacher's logits and the pooled features cached beside them (by name)."""
+        features, start = {}, self.hparams.num_classes
+        for name in self.distiller.teacher_features:
+            width = self.cached_feature_widths[name]  # type: ignore[index]
+            features[name] = rows[:, start:start + width].float()  # (B, D)
+            start += width
+        return Outputs(self.teacher_from_rows(rows).float(), features)
 
     @torch.no_grad()
     def teacher_classifier(self, inputs: Tensor) -> Tensor:
         """The frozen teacher's logits (B, K), averaged over ``teacher_tta``'s views (several teachers: combined)."""
-        return self.teacher_from_rows(self.teacher_table_rows(inputs))
+        return self.teacher_from_rows(self.teacher_logit_rows(inputs))
 
     def configure_callbacks(self) -> list[Callback]:
         return [TeacherCache(dtype=self.hparams.teacher_cache_dtype, enabled=self.hparams.teacher_cache)]
@@ -300,7 +329,7 @@ class DistillModule(ClassifierSystem):
             student = Outputs(logits, self.student_recorder.pop())
         teacher = None
         if self.cached_logits is not None and indices is not None:
-            teacher = Outputs(self.teacher_from_rows(self.cached_logits[indices]))  # (B, K)
+            teacher = self.teacher_outputs_from_rows(self.cached_logits[indices])  # (B, K) and any (B, D) features
         elif self.distiller.needs_teacher:
             teacher = self.teacher_outputs(inputs)
         outputs = student.logits
