@@ -145,13 +145,21 @@ def test_teacher_views_key_the_cache_and_shifted_views_use_the_datas_border(teac
     assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.npy"))) == 3
 
 
-def test_a_method_reading_teacher_features_runs_the_teacher_online(teacher_run, tmp_path):
-    class WithTeacherFeatures(KD):
+def test_teacher_feature_maps_run_the_teacher_online_and_pooled_vectors_are_cached(teacher_run, tmp_path):
+    class WithTeacherMaps(KD):
+        teacher_features = ("stage2",)
+
+    class WithPooledTeacherVectors(KD):
         teacher_features = ("penultimate",)
 
     run_dir = tmp_path / "t"
     shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)
-    module = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path, method=WithTeacherFeatures())
+    module = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path, method=WithTeacherMaps())
     assert module.cached_logits is None and not (run_dir / teacher_cache.CACHE_DIR).exists()
-    assert TeacherCache().reason_not_cached(module, ImageDataModule()) == "the method reads the teacher's intermediate features"
+    assert TeacherCache().reason_not_cached(module, ImageDataModule()) == (
+        "the method reads the teacher's intermediate feature maps, too large to cache")
     assert isinstance(module.teacher_recorder, FeatureRecorder)
+    pooled = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path / "p",
+                          method=WithPooledTeacherVectors())
+    width = pooled.cached_feature_widths["penultimate"]
+    assert pooled.cached_logits is not None and pooled.cached_logits[torch.arange(2)].shape == (2, 10 + width)
