@@ -122,7 +122,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
                 quality = metrics.quality(logits, labels)
                 row.update(acc=quality["acc"], f1=quality["f1"])
             row.update(test_samples=len(labels), **speeds[row["name"]])
-        report = summarize(rows, logits_of, max_drop, reference, "r2" if regression else "acc")
+        report = summarize(rows, logits_of, max_drop, reference, metrics.headline(sources[reference].hparams.get("task", "")))
         report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
         report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop, input_shape=list(input_shape),
                       calibration_images=sum(len(b) for b in calibration))
@@ -140,10 +140,6 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
 
 
 FIGURES = {"acc": "accuracy", "r2": "R²"}  # the quality figure artifacts are held to: accuracy, or R² (regression)
-
-
-def shown(value: float, figure: str) -> str:
-    return f"{100 * value:.2f}%" if figure == "acc" else f"{value:.4f}"
 
 
 def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
@@ -171,7 +167,8 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     recommended = min(candidates, key=lambda r: r["latency_ms"])
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
                   f"student artifact at batch 1 within {max_drop} points of {reference} in PyTorch "
-                  f"({FIGURES[figure]} {shown(recommended[figure], figure)} against {shown(student[figure], figure)})"]
+                  f"({FIGURES[figure]} {metrics.shown(recommended[figure], figure)} against "
+                  f"{metrics.shown(student[figure], figure)})"]
     for role in dict.fromkeys(r["role"] for r in rows):
         int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
         if int8["latency_ms"] > fp32["latency_ms"]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
 from distill.data.interface import task_of
-from distill.metrics import test_figures
+from distill.metrics import headline, test_figures
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
 
@@ -87,7 +87,7 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         # The teacher as it taught (its test-time views included), on the same test set; each of
         # several teachers too.
         device = trainer.strategy.root_device
-        figure = "r2" if module.hparams.task == "regression" else "acc"  # teacher_test_acc, or teacher_test_r2
+        figure = headline(module.hparams.task)  # teacher_test_acc, or teacher_test_r2
         metrics[f"teacher_test_{figure}"] = model_test_metrics(teacher.teacher_as_classifier(), data, device)[f"test/{figure}"]
         members = teacher.teacher_members()
         if len(members) > 1:

@@ -106,10 +106,6 @@ def figure_of(metrics: dict[str, Any]) -> Figure:
     return R2 if metrics.get("task") == "regression" else ACCURACY
 
 
-def pct(metrics: dict[str, Any], key: str) -> float | None:
-    return ACCURACY.of(metrics, key)
-
-
 def group(name: str, recipe: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, standard deviation and the per-seed figures of one kind of run."""
     fig = figure_of(runs[0])

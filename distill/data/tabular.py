@@ -183,7 +183,7 @@ class TabularDataModule(LightningDataModule):
     # -- reading -------------------------------------------------------------------------------------------------
     def _columns(self, header: list[str], rows: list[list[str]], numeric: list[str] | None,
                  categorical: list[str] | None, drop: list[str]) -> None:
-        for name in [self.target, *(numeric or []), *(categorical or []), *drop]:
+        for name in [*(numeric or []), *(categorical or []), *drop]:  # the target was checked on reading
             if name not in header:
                 raise UsageError(f"column {name!r} is not in {self.file} (columns: {', '.join(header)})")
         features = [h for h in header if h != self.target and h not in drop]

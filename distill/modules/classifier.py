@@ -16,6 +16,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
+from distill.metrics import headline
 from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
 from distill.models import NetworkOrName, TargetScale, count_parameters, create_model, for_task, object_name
 
@@ -173,7 +174,7 @@ class ClassifierSystem(LightningModule):
     @property
     def monitor(self) -> str:
         """The validation figure that picks the best checkpoint (higher is better): ``val/acc``, or ``val/r2``."""
-        return "val/r2" if self.regression else "val/acc"
+        return f"val/{headline(self.hparams.task)}"
 
     def standardized(self, values: Tensor) -> Tensor:
         """Regression outputs or targets in the target's units -> the z-scores the network learns."""

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from distill.errors import OneLineParser, UsageError, exit_code
+from distill.metrics import shown
 from distill.tune import report
 from distill.tune.space import Space, flags, read_space, representative, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
@@ -116,12 +117,12 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
     def progress(study: Any, trial: Any) -> None:
         with lock:
             figure = report.figure_of(study)
-            value = "-" if trial.value is None else report.shown(trial.value, figure)
+            value = "-" if trial.value is None else shown(trial.value, figure)
             best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) else None
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
             console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val {report.NAMES[figure]} {value:>7}  "
                           f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {params}"
-                          + (f"  | best #{best.number} {report.shown(best.value, figure)}" if best else ""))
+                          + (f"  | best #{best.number} {shown(best.value, figure)}" if best else ""))
             first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
             if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
                 study.stop()
@@ -178,8 +179,8 @@ def finish(stage: str, space: Space, study: Any, out_dir: Path, sampler: str, st
                                f"test_{figure}": baseline.user_attrs.get(f"test_{figure}"), "params": baseline.params}
     written = report.write(out_dir, study, summary, best_config)
     if best is not None:
-        console.print(f"best: trial {best.number}, val {name} {report.shown(best.value, figure)} {best.params}"
-                      + (f"; baseline (trial {baseline.number}) {report.shown(baseline.value, figure)}" if baseline else ""))
+        console.print(f"best: trial {best.number}, val {name} {shown(best.value, figure)} {best.params}"
+                      + (f"; baseline (trial {baseline.number}) {shown(baseline.value, figure)}" if baseline else ""))
     console.print(f"wrote {', '.join(p.name for p in written)} in {out_dir}")
     return summary
 

@@ -21,11 +21,6 @@ def figure_of(study: Any) -> str:
     return next((t.user_attrs["figure"] for t in study.get_trials(deepcopy=False) if "figure" in t.user_attrs), "acc")
 
 
-def shown(value: float, figure: str) -> str:
-    """A figure as the console shows it: accuracy in %, R² as it is."""
-    return f"{100 * value:.2f}%" if figure == "acc" else f"{value:.4f}"
-
-
 def columns(figure: str) -> list[str]:
     return ["number", "state", f"val_{figure}", f"test_{figure}", "epochs", "seconds", "params", "command"]
 
