@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, train the teacher, distill the student, evaluate both (Fashion-MNIST, CPU)
+#   make demo   set up, train the teacher, distill the student beside the same student alone, evaluate (Fashion-MNIST, CPU)
 #   make test   set up, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset demo compress tune compare seeds seeds-full test clean-runs
+.PHONY: setup dataset demo compress tune seeds seeds-full test clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,9 @@ dataset:
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST package not installed (needs apt-get as root); it will be downloaded by torchvision."; fi
 
+# teacher; KD student and the same student alone (alpha=0), one thread each, at once; the report comparing all three
 demo: setup
-	$(PY) -m distill.train teacher --overwrite true
-	$(PY) -m distill.train student --overwrite true
-	$(PY) -m distill.evaluate --out_dir reports
+	PYTHON=$(PY) scripts/demo.sh
 
 # On top of make demo's checkpoints: the student pruned and fine-tuned against the teacher, then student, pruned
 # student and teacher as ONNX fp32 and int8, measured side by side, one artifact recommended.
@@ -41,10 +40,6 @@ compress: setup
 # and alpha, 3 epochs a trial, 2 at a time; resumable (run it again), report in checkpoints/tune/student.
 tune: setup
 	$(PY) -m distill.tune student --space tune/student.yaml --trials 12 --jobs 2 --out checkpoints/tune/student
-
-# teacher, KD student, the same student alone, and the report comparing all three
-compare: setup
-	scripts/compare_default.sh
 
 # Does KD pay off? Teacher once, then KD student / same student alone / its best recipe alone, 3 seeds each.
 seeds: setup
@@ -61,4 +56,4 @@ test: setup
 	$(PY) -m pytest -q
 
 clean-runs:
-	rm -rf checkpoints/teacher checkpoints/student checkpoints/student_alone
+	rm -rf checkpoints/teacher checkpoints/student checkpoints/student_alone checkpoints/student_alone.log

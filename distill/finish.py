@@ -80,6 +80,8 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         steps=trainer.global_step,
         seed=seed,
         train_seconds=round(train_seconds, 1),
+        # The same seed lands half a point apart at one and two CPU threads: a result says which it ran with.
+        cpu_threads=torch.get_num_threads(),
     )
     metrics.update(module.report_metrics())
     if module.distills:

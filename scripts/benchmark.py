@@ -6,11 +6,15 @@ Times N optimizer steps (after warm-up) of
   (c) KD with the cached teacher logits,
   (d) KD with the teacher run online on every batch,
   (e) optionally (--with_compile) the stage with torch.compile,
-  (f-h) optionally (--with_methods) attention transfer with the teacher online (forward hooks on both
-        networks, against d), DIST with cached logits (against c) and two cached teachers (against c),
+  (f-i) optionally (--with_methods) attention transfer with the teacher online (forward hooks on both
+        networks, against d), DIST with cached logits (against c), two cached teachers (against c) and
+        KD online with the same hooks as AT recording features that nothing reads (the hooks' own cost, against d),
 and the teacher's own forward pass per batch, repeated and interleaved; prints medians and ratios.
+With --paired_steps N it also times the training steps of (d), (f) and (i) themselves, one step of each
+in turn N times (no Trainer loop): drifts in machine speed then cancel step by step, which resolves a
+few percent where whole 100-step runs swing by 20%.
 
-    python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json] [--with_methods]
+    python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json] [--with_methods] [--paired_steps 200]
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ from lightning.pytorch import Callback
 
 from distill import optim
 from distill.data import ImageDataModule
+from distill.losses import DISTILLERS, KD
 from distill.models import create_model
 from distill.cli import DistillCLI
+
+
+class TappedKD(KD):
+    """KD that has both networks record AT's feature maps and reads none of them: the cost of the hooks alone."""
+
+    student_features = teacher_features = ("stage1", "stage2")
 
 
 class StepTimer(Callback):
@@ -68,6 +79,47 @@ def plain_loop(data: ImageDataModule, model_name: str, batch_size: int, steps: i
         opt.step()
         schedule.step()
     return steps / (time.perf_counter() - start)
+
+
+def paired_steps(common: list[str], work: Path, batch_size: int, rounds: int) -> dict[str, float]:
+    """Milliseconds per step of KD online, AT online and KD online with AT's hooks, one step of each in turn.
+
+    Each system is built by the student stage's CLI and set up by one real step; then its own
+    ``training_losses``, backward and an optimizer step run on one fixed batch, the three systems
+    taking turns (rotating which goes first), so that they share every change in machine speed.
+    """
+    systems = {}
+    for name, method in (("kd_online", "kd"), ("at_online", "at"), ("hooks_online", "tapped_kd")):
+        cli = DistillCLI("student", ["--run_dir", str(work / f"paired_{name}"), "--trainer.max_steps", "1",
+                                     "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false",
+                                     "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+                                     *common, "--model.method", method, "--model.teacher_cache", "false"])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        module = cli.model.train()
+        systems[name] = (module, torch.optim.AdamW(module.trainable_module().parameters(), lr=1e-3))
+    data = cli.datamodule
+    images = data.transform(data.train_set.images[:batch_size], train=False).contiguous(
+        memory_format=torch.channels_last)
+    labels = data.train_set.labels[:batch_size]
+    seconds: dict[str, list[float]] = {name: [] for name in systems}
+    names = list(systems)
+    for round_ in range(rounds + 5):  # the first 5 rounds are warm-up
+        for name in names[round_ % 3:] + names[:round_ % 3]:
+            module, optimizer = systems[name]
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            _, terms = module.training_losses(images, labels, None)
+            torch.stack(list(terms.values())).sum().backward()
+            optimizer.step()
+            if round_ >= 5:
+                seconds[name].append(time.perf_counter() - start)
+    result = {f"paired_{name}_ms": 1000 * statistics.median(values) for name, values in seconds.items()}
+    for name in ("at_online", "hooks_online"):
+        ratios = [kd / other for kd, other in zip(seconds["kd_online"], seconds[name])]
+        quartiles = statistics.quantiles(ratios, n=4)
+        result[f"paired_{name}_vs_kd_online"] = statistics.median(ratios)
+        result[f"paired_{name}_vs_kd_online_quartiles"] = [quartiles[0], quartiles[2]]
+    return result
 
 
 def stage(args: list[str], run_dir: Path, steps: int, warmup: int) -> float:
@@ -121,10 +173,15 @@ def main() -> None:
     parser.add_argument("--teacher", default="cnn_wide")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--with_methods", action="store_true",
-                        help="also time (f) AT with the teacher online, (g) DIST cached, (h) two cached teachers")
+                        help="also time (f) AT with the teacher online, (g) DIST cached, (h) two cached teachers, "
+                             "(i) KD online with AT's hooks")
+    parser.add_argument("--paired_steps", type=int, default=0,
+                        help="also time N rounds of single steps of KD online, AT online and KD online with "
+                             "AT's hooks, taking turns (implies --with_methods)")
     parser.add_argument("--with_compile", action="store_true",
                         help="also time (e) the stage with --model.compile true (compilation not timed)")
     args = parser.parse_args()
+    args.with_methods = args.with_methods or args.paired_steps > 0
 
     work = Path(tempfile.mkdtemp(prefix="distill-bench-"))
     teacher_ckpt = make_teacher(work, args.teacher)
@@ -151,6 +208,9 @@ def main() -> None:
                                                 args.warmup)
         variants["two_cached"] = lambda: stage([*alone, "--model.teacher", f"[{teacher_ckpt}, {second}]"],
                                                work / "two", args.steps, args.warmup)
+        DISTILLERS.register(TappedKD, name="tapped_kd")
+        variants["hooks_online"] = lambda: stage([*common, "--model.method", "tapped_kd", "--model.teacher_cache",
+                                                  "false"], work / "hooks", args.steps, args.warmup)
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats):  # interleaved, so drifts in machine speed hit every variant alike
         for name, run in variants.items():
@@ -192,12 +252,26 @@ def main() -> None:
     if args.with_methods:
         result.update(at_online_vs_kd_online=median["at_online"] / median["kd_online"],
                       dist_cached_vs_kd_cached=median["dist_cached"] / median["kd_cached"],
-                      two_cached_vs_kd_cached=median["two_cached"] / median["kd_cached"])
+                      two_cached_vs_kd_cached=median["two_cached"] / median["kd_cached"],
+                      hooks_online_vs_kd_online=median["hooks_online"] / median["kd_online"])
         print(f"| (f) AT, teacher online, hooks on both networks | {median['at_online']:.1f} | "
               f"{result['at_online_vs_kd_online']:.2f} x (d) |")
         print(f"| (g) DIST, cached teacher logits | {median['dist_cached']:.1f} | "
               f"{result['dist_cached_vs_kd_cached']:.2f} x (c) |")
         print(f"| (h) KD, two cached teachers | {median['two_cached']:.1f} | {result['two_cached_vs_kd_cached']:.2f} x (c) |")
+        print(f"| (i) KD, teacher online, AT's hooks on both networks, unread | {median['hooks_online']:.1f} | "
+              f"{result['hooks_online_vs_kd_online']:.2f} x (d) |")
+    if args.paired_steps:
+        paired = paired_steps(common, work, args.batch_size, args.paired_steps)
+        result.update(paired)
+        print(f"\none step of each in turn, {args.paired_steps} rounds, batch {args.batch_size} (medians; speed "
+              "relative to KD online: the median of the per-round ratios, and its quartiles):")
+        print("| step | ms | speed vs KD online |\n|---|---:|---|")
+        print(f"| KD, teacher online | {paired['paired_kd_online_ms']:.1f} | 1.00 |")
+        for name, label in (("at_online", "AT, teacher online"), ("hooks_online", "KD online, AT's hooks, unread")):
+            low, high = paired[f"paired_{name}_vs_kd_online_quartiles"]
+            print(f"| {label} | {paired[f'paired_{name}_ms']:.1f} | {paired[f'paired_{name}_vs_kd_online']:.3f} "
+                  f"({low:.3f}-{high:.3f}) |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -25,6 +25,17 @@ def test_attention_loss_matches_a_hand_computed_reference():
     assert at_loss(torch.ones(1, 3, 4, 4), torch.ones(1, 5, 2, 2)).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_attention_loss_hands_a_channels_last_network_a_channels_last_gradient():
+    # An NCHW gradient reaching a channels_last network is converted back at every layer below the tap,
+    # which once made AT a fifth slower per step on CPU; the gradient must keep the features' layout.
+    leaf = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    features = leaf * 1.0  # a non-leaf, as a tapped activation is (a leaf's .grad is re-strided by autograd)
+    layouts = []
+    features.register_hook(lambda grad: layouts.append(grad.is_contiguous(memory_format=torch.channels_last)))
+    at_loss(features, torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last)).backward()
+    assert layouts == [True]
+
+
 def test_dist_terms_match_numpy_pearson_correlations():
     torch.manual_seed(0)
     student, teacher, t = torch.randn(6, 4), torch.randn(6, 4), 2.0

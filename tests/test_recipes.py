@@ -58,16 +58,19 @@ def test_prune_recipe_prunes_the_student_recipe_beside_it_against_its_teacher(pa
 @pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "student"],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_student_recipe_has_its_teacher_beside_it(path):
-    teacher_name, student_name = path.stem.split("-to-")
-    teacher_recipe = path.parent / f"{teacher_name}.yaml"
-    assert teacher_recipe.is_file()
-    teacher = yaml.safe_load(teacher_recipe.read_text())
+    teacher_names, student_name = path.stem.split("-to-")
     student = yaml.safe_load(path.read_text())
-    # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep,
-    # resnet32x4-to-resnet8x4-crd.yaml distills with CRD.
-    assert teacher["model"]["model"] == teacher_name.split("-")[0]
     assert student["model"]["model"] == student_name.split("-")[0]
-    assert student["model"]["teacher"] == f"{teacher['run_dir']}/best.ckpt"
+    checkpoints = []
+    for teacher_name in teacher_names.split("+"):  # several teachers: a+b-to-c.yaml distills the ensemble of a and b
+        teacher_recipe = path.parent / f"{teacher_name}.yaml"
+        assert teacher_recipe.is_file()
+        teacher = yaml.safe_load(teacher_recipe.read_text())
+        # A recipe variant carries a suffix after the architecture: cnn_deep-full.yaml trains cnn_deep,
+        # resnet32x4-to-resnet8x4-crd.yaml distills with CRD.
+        assert teacher["model"]["model"] == teacher_name.split("-")[0]
+        checkpoints.append(f"{teacher['run_dir']}/best.ckpt")
+    assert student["model"]["teacher"] == (checkpoints if len(checkpoints) > 1 else checkpoints[0])
 
 
 FASHION_MNIST_STUDENTS = [p for p in RECIPES if stage_of(p) == "student" and p.parent.name == "fashion_mnist"]
@@ -77,10 +80,10 @@ assert FASHION_MNIST_STUDENTS
 @pytest.mark.parametrize("path", FASHION_MNIST_STUDENTS, ids=lambda p: p.name)
 def test_fashion_mnist_student_recipe_is_at_most_a_tenth_of_its_teacher(path):
     # The Fashion-MNIST recipes promise a student of at most 1/10 of the teacher's parameters (issue #8).
-    teacher_name, student_name = (name.split("-")[0] for name in path.stem.split("-to-"))
-    teacher = count_parameters(create_model(teacher_name, num_classes=10, in_channels=1))
-    student = count_parameters(create_model(student_name, num_classes=10, in_channels=1))
-    assert student * 10 <= teacher
+    teacher_names, student_name = path.stem.split("-to-")
+    student = count_parameters(create_model(student_name.split("-")[0], num_classes=10, in_channels=1))
+    for teacher_name in teacher_names.split("+"):  # every member of an ensemble
+        assert student * 10 <= count_parameters(create_model(teacher_name.split("-")[0], num_classes=10, in_channels=1))
 
 
 def contains(big, small) -> bool:

@@ -35,11 +35,14 @@ def test_gpu_check_runs_both_stages_and_reports_throughput(tmp_path):
 def test_benchmark_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_script([str(ROOT / "scripts" / "benchmark.py"), "--steps", "3", "--warmup", "2", "--repeats", "1",
-                       "--json", str(out)], tmp_path)
+                       "--paired_steps", "3", "--student", "cnn_tiny", "--teacher", "cnn_tiny", "--json", str(out)],
+                      tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     for key in ("plain_steps_per_s", "stage_steps_per_s", "kd_cached_steps_per_s", "kd_online_steps_per_s",
-                "stage_vs_plain", "kd_cached_vs_stage"):
+                "stage_vs_plain", "kd_cached_vs_stage", "at_online_vs_kd_online", "dist_cached_vs_kd_cached",
+                "two_cached_vs_kd_cached", "hooks_online_vs_kd_online", "paired_at_online_vs_kd_online",
+                "paired_hooks_online_vs_kd_online"):
         assert result[key] > 0, key
 
 

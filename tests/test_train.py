@@ -199,6 +199,7 @@ def test_resume_from_last_continues_to_the_new_end(tmp_path):
     assert main([*args, "--ckpt_path", "last", *fast(max_epochs="2")]) == 0
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["epochs"] == 2 and metrics["steps"] == 8  # 4 batches per epoch, both epochs counted once
+    assert metrics["cpu_threads"] == torch.get_num_threads()  # results move with it: every run records it
 
 
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
