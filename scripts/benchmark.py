@@ -10,8 +10,8 @@ Times N optimizer steps (after warm-up) of
         networks, against d), DIST with cached logits (against c), two cached teachers (against c) and
         KD online with the same hooks as AT recording features that nothing reads (the hooks' own cost, against d),
 and the teacher's own forward pass per batch, repeated and interleaved; prints medians and ratios.
-With --paired_steps N it also times the training steps of (d), (f) and (i) themselves, one step of each
-in turn N times (no Trainer loop): drifts in machine speed then cancel step by step, which resolves a
+With --paired_steps N it also times the training steps of (c), (d), (f), (h) and (i) themselves, one step
+of each in turn N times (no Trainer loop): drifts in machine speed then cancel step by step, which resolves a
 few percent where whole 100-step runs swing by 20%.
 
     python scripts/benchmark.py [--steps 100] [--repeats 5] [--json bench.json] [--with_methods] [--paired_steps 200]
@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,44 +82,54 @@ def plain_loop(data: ImageDataModule, model_name: str, batch_size: int, steps: i
     return steps / (time.perf_counter() - start)
 
 
-def paired_steps(common: list[str], work: Path, batch_size: int, rounds: int) -> dict[str, float]:
-    """Milliseconds per step of KD online, AT online and KD online with AT's hooks, one step of each in turn.
+PAIRED = {"kd_online": ["--model.method", "kd", "--model.teacher_cache", "false"],
+          "at_online": ["--model.method", "at", "--model.teacher_cache", "false"],
+          "hooks_online": ["--model.method", "tapped_kd", "--model.teacher_cache", "false"],
+          "kd_cached": ["--model.method", "kd"],
+          "two_cached": ["--model.method", "kd"]}  # its teachers are given by the caller
+PAIRS = (("at_online", "kd_online"), ("hooks_online", "kd_online"), ("two_cached", "kd_cached"))
 
-    Each system is built by the student stage's CLI and set up by one real step; then its own
-    ``training_losses``, backward and an optimizer step run on one fixed batch, the three systems
-    taking turns (rotating which goes first), so that they share every change in machine speed.
+
+def paired_steps(args: dict[str, list[str]], work: Path, batch_size: int, rounds: int) -> dict[str, Any]:
+    """Milliseconds per training step of each system in ``args``, one step of each in turn, and the PAIRS' ratios.
+
+    Each system is built by the student stage's CLI and set up by one real step (which also opens a
+    cached teacher's table); then its own ``training_losses``, backward and an optimizer step run on
+    one fixed batch, the systems taking turns (rotating which goes first), so that they share every
+    change in machine speed.
     """
     systems = {}
-    for name, method in (("kd_online", "kd"), ("at_online", "at"), ("hooks_online", "tapped_kd")):
+    for name, system_args in args.items():
         cli = DistillCLI("student", ["--run_dir", str(work / f"paired_{name}"), "--trainer.max_steps", "1",
                                      "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false",
                                      "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-                                     *common, "--model.method", method, "--model.teacher_cache", "false"])
+                                     *system_args])
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         module = cli.model.train()
         systems[name] = (module, torch.optim.AdamW(module.trainable_module().parameters(), lr=1e-3))
     data = cli.datamodule
     images = data.transform(data.train_set.images[:batch_size], train=False).contiguous(
         memory_format=torch.channels_last)
-    labels = data.train_set.labels[:batch_size]
+    labels, indices = data.train_set.labels[:batch_size], torch.arange(batch_size)  # indices: cached table rows
     seconds: dict[str, list[float]] = {name: [] for name in systems}
     names = list(systems)
     for round_ in range(rounds + 5):  # the first 5 rounds are warm-up
-        for name in names[round_ % 3:] + names[:round_ % 3]:
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             module, optimizer = systems[name]
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            _, terms = module.training_losses(images, labels, None)
+            _, terms = module.training_losses(images, labels, indices)
             torch.stack(list(terms.values())).sum().backward()
             optimizer.step()
             if round_ >= 5:
                 seconds[name].append(time.perf_counter() - start)
-    result = {f"paired_{name}_ms": 1000 * statistics.median(values) for name, values in seconds.items()}
-    for name in ("at_online", "hooks_online"):
-        ratios = [kd / other for kd, other in zip(seconds["kd_online"], seconds[name])]
+    result: dict[str, Any] = {f"paired_{name}_ms": 1000 * statistics.median(values) for name, values in seconds.items()}
+    for name, reference in PAIRS:
+        ratios = [ref / own for ref, own in zip(seconds[reference], seconds[name])]  # speed relative to reference
         quartiles = statistics.quantiles(ratios, n=4)
-        result[f"paired_{name}_vs_kd_online"] = statistics.median(ratios)
-        result[f"paired_{name}_vs_kd_online_quartiles"] = [quartiles[0], quartiles[2]]
+        result[f"paired_{name}_vs_{reference}"] = statistics.median(ratios)
+        result[f"paired_{name}_vs_{reference}_quartiles"] = [quartiles[0], quartiles[2]]
     return result
 
 
@@ -176,8 +187,8 @@ def main() -> None:
                         help="also time (f) AT with the teacher online, (g) DIST cached, (h) two cached teachers, "
                              "(i) KD online with AT's hooks")
     parser.add_argument("--paired_steps", type=int, default=0,
-                        help="also time N rounds of single steps of KD online, AT online and KD online with "
-                             "AT's hooks, taking turns (implies --with_methods)")
+                        help="also time N rounds of single training steps of (c), (d), (f), (h) and (i), "
+                             "taking turns (implies --with_methods)")
     parser.add_argument("--with_compile", action="store_true",
                         help="also time (e) the stage with --model.compile true (compilation not timed)")
     args = parser.parse_args()
@@ -262,16 +273,17 @@ def main() -> None:
         print(f"| (i) KD, teacher online, AT's hooks on both networks, unread | {median['hooks_online']:.1f} | "
               f"{result['hooks_online_vs_kd_online']:.2f} x (d) |")
     if args.paired_steps:
-        paired = paired_steps(common, work, args.batch_size, args.paired_steps)
+        paired_args = {name: [*common, *extra] for name, extra in PAIRED.items()}
+        paired_args["two_cached"] = [*alone, *PAIRED["two_cached"], "--model.teacher", f"[{teacher_ckpt}, {second}]"]
+        paired = paired_steps(paired_args, work, args.batch_size, args.paired_steps)
         result.update(paired)
-        print(f"\none step of each in turn, {args.paired_steps} rounds, batch {args.batch_size} (medians; speed "
-              "relative to KD online: the median of the per-round ratios, and its quartiles):")
-        print("| step | ms | speed vs KD online |\n|---|---:|---|")
-        print(f"| KD, teacher online | {paired['paired_kd_online_ms']:.1f} | 1.00 |")
-        for name, label in (("at_online", "AT, teacher online"), ("hooks_online", "KD online, AT's hooks, unread")):
-            low, high = paired[f"paired_{name}_vs_kd_online_quartiles"]
-            print(f"| {label} | {paired[f'paired_{name}_ms']:.1f} | {paired[f'paired_{name}_vs_kd_online']:.3f} "
-                  f"({low:.3f}-{high:.3f}) |")
+        print(f"\none training step of each in turn, {args.paired_steps} rounds, batch {args.batch_size}: median ms, "
+              "and the speed against the reference as the median (quartiles) of the per-round ratios")
+        print("| step | ms | reference | speed vs reference |\n|---|---:|---|---|")
+        for name, reference in PAIRS:
+            low, high = paired[f"paired_{name}_vs_{reference}_quartiles"]
+            print(f"| {name} | {paired[f'paired_{name}_ms']:.1f} | {reference} {paired[f'paired_{reference}_ms']:.1f} | "
+                  f"{paired[f'paired_{name}_vs_{reference}']:.3f} ({low:.3f}-{high:.3f}) |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -42,7 +42,7 @@ def test_benchmark_writes_its_json(tmp_path):
     for key in ("plain_steps_per_s", "stage_steps_per_s", "kd_cached_steps_per_s", "kd_online_steps_per_s",
                 "stage_vs_plain", "kd_cached_vs_stage", "at_online_vs_kd_online", "dist_cached_vs_kd_cached",
                 "two_cached_vs_kd_cached", "hooks_online_vs_kd_online", "paired_at_online_vs_kd_online",
-                "paired_hooks_online_vs_kd_online"):
+                "paired_hooks_online_vs_kd_online", "paired_two_cached_vs_kd_cached"):
         assert result[key] > 0, key
 
 
