@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, train the teacher, distill the student beside the same student alone, evaluate (Fashion-MNIST, CPU)
+#   make demo   set up, train the teacher, the KD student and the student alone, evaluate (Fashion-MNIST, CPU)
 #   make test   set up, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
