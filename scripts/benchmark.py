@@ -82,11 +82,6 @@ def plain_loop(data: ImageDataModule, model_name: str, batch_size: int, steps: i
     return steps / (time.perf_counter() - start)
 
 
-PAIRED = {"kd_online": ["--model.method", "kd", "--model.teacher_cache", "false"],
-          "at_online": ["--model.method", "at", "--model.teacher_cache", "false"],
-          "hooks_online": ["--model.method", "tapped_kd", "--model.teacher_cache", "false"],
-          "kd_cached": ["--model.method", "kd"],
-          "two_cached": ["--model.method", "kd"]}  # its teachers are given by the caller
 PAIRS = (("at_online", "kd_online"), ("hooks_online", "kd_online"), ("two_cached", "kd_cached"))
 
 
@@ -273,8 +268,12 @@ def main() -> None:
         print(f"| (i) KD, teacher online, AT's hooks on both networks, unread | {median['hooks_online']:.1f} | "
               f"{result['hooks_online_vs_kd_online']:.2f} x (d) |")
     if args.paired_steps:
-        paired_args = {name: [*common, *extra] for name, extra in PAIRED.items()}
-        paired_args["two_cached"] = [*alone, *PAIRED["two_cached"], "--model.teacher", f"[{teacher_ckpt}, {second}]"]
+        online = ["--model.teacher_cache", "false"]
+        paired_args = {"kd_online": [*common, "--model.method", "kd", *online],
+                       "at_online": [*common, "--model.method", "at", *online],
+                       "hooks_online": [*common, "--model.method", "tapped_kd", *online],
+                       "kd_cached": [*common, "--model.method", "kd"],
+                       "two_cached": [*alone, "--model.method", "kd", "--model.teacher", f"[{teacher_ckpt}, {second}]"]}
         paired = paired_steps(paired_args, work, args.batch_size, args.paired_steps)
         result.update(paired)
         print(f"\none training step of each in turn, {args.paired_steps} rounds, batch {args.batch_size}: median ms, "
