@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from distill.data import DATA_MODULES
 from distill.errors import UsageError
-from distill.models import create_model, for_task
+from distill.models import create_model
+from distill.tasks import get_task
 
 MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
 
@@ -124,9 +125,9 @@ def load_trained(path: str | Path) -> Trained:
                          f"({hparams['model'][len('object:'):]}); build it yourself and load the weights "
                          "with distill.load_network(network, path)")
     try:
-        model = for_task(create_model(hparams["model"], num_classes=hparams["num_classes"],
-                                      in_channels=hparams["input_shape"][0], **(hparams.get("model_kwargs") or {})),
-                         hparams.get("task", "classification"), hparams.get("target_scale"))
+        network = create_model(hparams["model"], num_classes=hparams["num_classes"],
+                               in_channels=hparams["input_shape"][0], **(hparams.get("model_kwargs") or {}))
+        model = get_task(hparams.get("task")).wrap(network, hparams.get("target_scale"))
     except KeyError as err:
         raise UsageError(f"checkpoint {path} lacks the hyperparameter {err}") from None
     weights = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}

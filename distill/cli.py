@@ -100,6 +100,20 @@ def name_teacher_once(args: list[str]) -> list[str]:
     return out
 
 
+def method_follows_data(args: list[str]) -> list[str]:
+    """A distillation stage given other data (``--data NAME``) but no method uses that data's task's default method.
+
+    A stage's default recipe names the method tuned for its own data (KD at T=2 on Fashion-MNIST);
+    on another DataModule without ``--model.method`` or ``--config``, the method is the task's own
+    default (``kd``; ``regression_kd`` for a regression target) instead of the recipe's. A method the
+    user names is kept, and one that does not fit the task stays a one-line error.
+    """
+    flags = [arg.split("=", 1)[0] for arg in args]
+    other_data = "--data" in flags
+    named = any(flag.startswith("--model.method") or flag == "--config" for flag in flags)
+    return ["--model.method", "null", *args] if other_data and not named else args
+
+
 class ProgressBar(RichProgressBar):
     """Rich progress bar that redraws every ``refresh_rate`` training steps, without the logger version.
 
@@ -137,7 +151,8 @@ class DistillCLI(LightningCLI):
             save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
             seed_everything_default=0,
             run=False,
-            args=name_teacher_once(select_classes(args)),
+            args=name_teacher_once(select_classes(method_follows_data(args) if issubclass(module_class, DistillModule)
+                                                  else args)),
             auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
             load_from_checkpoint_support=False,  # keep hyperparameters plain values
             parser_kwargs=parser_kwargs,

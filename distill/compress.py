@@ -23,14 +23,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from distill import cost, metrics
+from distill import cost
 from distill.checkpoint import Trained, load_trained, rebuild_data
-from distill.models import create_model, list_models
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
-from distill.finish import test_logits
+from distill.inference import test_outputs
+from distill.models import create_model, list_models
 from distill.run_dir import atomic_write_text
+from distill.tasks import Task, get_task
 
 
 def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[torch.Tensor]:
@@ -68,11 +69,11 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
-    task = trained.hparams.get("task", "classification")
-    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"], "task": task,
+    task = get_task(trained.hparams.get("task"))
+    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"], "task": task.name,
                "classes": list(data.class_names), "model": trained.hparams["model"], "source": str(trained.path),
                "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
-               "data": trained.data_hparams, "output": "values" if task == "regression" else "logits"}
+               "data": trained.data_hparams, "output": task.output_kind}
     for path, fmt in ((onnx_path, "onnx fp32"), (int8_path, "onnx int8")):
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt}, indent=2) + "\n")
     return [
@@ -111,18 +112,14 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         input_shape = tuple(sources[reference].hparams["input_shape"])
         speeds = interleaved_speed({r["name"]: r["model_obj"] for r in rows}, input_shape, latency_runs)
         logits_of: dict[str, torch.Tensor] = {}
-        regression = sources[reference].hparams.get("task") == "regression"
+        task = get_task(sources[reference].hparams.get("task"))
         for row in rows:
-            logits, labels = test_logits(row["model_obj"], data, "cpu")
+            logits, labels = test_outputs(row["model_obj"], data, "cpu")
             logits_of[row["name"]] = logits
-            if regression:
-                quality = metrics.regression_quality(logits, labels)
-                row.update(r2=quality["r2"], mse=quality["mse"], mae=quality["mae"])
-            else:
-                quality = metrics.quality(logits, labels)
-                row.update(acc=quality["acc"], f1=quality["f1"])
+            quality = task.quality(logits, labels)
+            row.update({figure: quality[figure] for figure in task.figures})
             row.update(test_samples=len(labels), **speeds[row["name"]])
-        report = summarize(rows, logits_of, max_drop, reference, metrics.headline(sources[reference].hparams.get("task", "")))
+        report = summarize(rows, logits_of, max_drop, reference, task)
         report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
         report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop, input_shape=list(input_shape),
                       calibration_images=sum(len(b) for b in calibration))
@@ -139,25 +136,21 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     return report
 
 
-FIGURES = {"acc": "accuracy", "r2": "R²"}  # the quality figure artifacts are held to: accuracy, or R² (regression)
-
-
 def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
-              reference: str, figure: str = "acc") -> dict[str, Any]:
+              reference: str, task: Task) -> dict[str, Any]:
     """Ratios, agreements, the recommended artifact and plain statements about what paid off.
 
-    ``figure`` is ``acc`` (accuracy) or ``r2`` (a regression's R²); points are 100 times either.
+    Artifacts are held to the task's headline figure (accuracy; a regression's R²); points are 100 times it.
     """
+    figure = task.headline
     by_name = {r["name"]: r for r in rows}
     for row in rows:
         source = by_name[f"{row['role']} (PyTorch)"]
         onnx = by_name[f"{row['role']} (ONNX fp32)"]
         row["size_ratio"] = row["bytes"] / source["bytes"]
         row[f"{figure}_change_points"] = 100 * (row[figure] - source[figure])
-        if figure == "acc":
-            row["agreement_with_fp32"] = metrics.agreement(logits_of[row["name"]], logits_of[source["name"]])
-        else:  # how far the artifact's predictions are from the same network's in PyTorch, in the target's units
-            row["mse_to_fp32"] = metrics.regression_quality(logits_of[row["name"]], logits_of[source["name"]])["mse"]
+        key, value = task.closeness(logits_of[row["name"]], logits_of[source["name"]])
+        row[f"{key}_fp32"] = value  # against the same network in PyTorch
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
         row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
         row.pop("model_obj")
@@ -167,8 +160,8 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     recommended = min(candidates, key=lambda r: r["latency_ms"])
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
                   f"student artifact at batch 1 within {max_drop} points of {reference} in PyTorch "
-                  f"({FIGURES[figure]} {metrics.shown(recommended[figure], figure)} against "
-                  f"{metrics.shown(student[figure], figure)})"]
+                  f"({task.headline_label} {task.shown(recommended[figure])} against "
+                  f"{task.shown(student[figure])})"]
     for role in dict.fromkeys(r["role"] for r in rows):
         int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
         if int8["latency_ms"] > fp32["latency_ms"]:
@@ -182,8 +175,9 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
                     f"{figure}_drop_points": 100 * (teacher[figure] - recommended[figure])}
         statements.append(f"against the teacher in PyTorch: {headline['params_ratio']:.0f}x fewer parameters, "
                           f"{headline['latency_ratio']:.1f}x lower batch-1 latency, "
-                          f"{headline[f'{figure}_drop_points']:+.2f} points of {FIGURES[figure]} given up")
+                          f"{headline[f'{figure}_drop_points']:+.2f} points of {task.headline_label} given up")
     return {"artifacts": rows, "recommended": recommended["name"], "headline": headline, "figure": figure,
+            "task": task.name,
             "verdict": "\n".join(statements)}
 
 
@@ -206,7 +200,7 @@ def registry_twin(trained: Trained) -> str | None:
 
 def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) -> list[str]:
     """For each pruned network whose shape is a registry model's: whether pruning beat distilling that model from scratch."""
-    figure = "r2" if "r2" in rows[0] else "acc"
+    figure = get_task(next(iter(sources.values())).hparams.get("task")).headline
     accuracy = {r["role"]: r[figure] for r in rows if r["format"] == "pytorch fp32"}
     statements = []
     for role, trained in sources.items():
@@ -229,27 +223,20 @@ def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) 
     return statements
 
 
-COLUMNS = ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", "acc %", "Δ pts", "agree %",
-           "ms (b=1)", "img/s (b=256)", "× PyTorch", "× ONNX fp32"]
-REGRESSION_COLUMNS = [*COLUMNS[:6], "R²", "Δ pts", "MSE to fp32", "ms (b=1)", "rows/s (b=256)", *COLUMNS[-2:]]
-
-
 def columns(report: dict[str, Any]) -> list[str]:
-    return REGRESSION_COLUMNS if report.get("figure") == "r2" else COLUMNS
+    task = get_task(report.get("task"))
+    return ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", *task.artifact_columns, "ms (b=1)",
+            f"{_samples(report)}/s (b=256)", "× PyTorch", "× ONNX fp32"]
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
-    if "r2" in row:
-        quality = [f"{row['r2']:.4f}", f"{row['r2_change_points']:+.2f}", f"{row['mse_to_fp32']:.3g}"]
-    else:
-        quality = [f"{100 * row['acc']:.2f}", f"{row['acc_change_points']:+.2f}", f"{100 * row['agreement_with_fp32']:.2f}"]
+def _cells(row: dict[str, Any], task: Task) -> list[str]:
     return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
-            f"{row['size_ratio']:.2f}", *quality, f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
+            f"{row['size_ratio']:.2f}", *task.artifact_cells(row), f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
             f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
 
 
 def _samples(report: dict[str, Any]) -> str:
-    return "rows" if len(report.get("input_shape", [0, 0])) == 1 else "images"
+    return get_task(report.get("task")).samples(len(report.get("input_shape", [0, 0])))
 
 
 def table(report: dict[str, Any]) -> Table:
@@ -259,7 +246,7 @@ def table(report: dict[str, Any]) -> Table:
     for column in columns(report):
         out.add_column(column, justify="left" if column in ("artifact", "format") else "right")
     for row in rows:
-        out.add_row(*_cells(row), style="bold" if row["name"] == report["recommended"] else None)
+        out.add_row(*_cells(row, get_task(report.get("task"))), style="bold" if row["name"] == report["recommended"] else None)
     return out
 
 
@@ -269,13 +256,9 @@ def markdown(report: dict[str, Any]) -> str:
              "(onnxruntime sessions set to the same), batch-1 latency median of interleaved rounds; "
              f"int8 calibrated on {report['calibration_images']} training {_samples(report)}.", "",
              "| " + " | ".join(columns(report)) + " |", "|" + "---|" * len(columns(report))]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["artifacts"]]
-    if report.get("figure") == "r2":
-        lines += ["", "Δ pts: change of R² × 100 against the same network in PyTorch; MSE to fp32: mean squared "
-                  "distance to its predictions, in the target's units; size ×: file size against its PyTorch weights.", ""]
-    else:
-        lines += ["", "Δ pts: accuracy change against the same network in PyTorch; agree: top-1 agreement with it; "
-                  "size ×: file size against its PyTorch weights.", ""]
+    task = get_task(report.get("task"))
+    lines += ["| " + " | ".join(_cells(row, task)) + " |" for row in report["artifacts"]]
+    lines += ["", task.artifact_note, ""]
     lines += [f"- {line}" for line in report["verdict"].splitlines()]
     return "\n".join(lines) + "\n\n![accuracy against latency](compress.png)\n"
 
@@ -287,16 +270,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    r2 = report.get("figure") == "r2"
+    task = get_task(report.get("task"))
     for row in report["artifacts"]:
         marker = "*" if row["name"] == report["recommended"] else "o"
-        y = row["r2"] if r2 else 100 * row["acc"]
+        y = task.plot_scale * row[task.headline]
         axis.scatter(row["latency_ms"], y, marker=marker, s=120 if marker == "*" else 40)
         axis.annotate(row["name"], (row["latency_ms"], y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     axis.set_xscale("log")
     axis.set_xlabel("batch-1 latency on the CPU (ms, log scale)")
-    axis.set_ylabel("test R²" if r2 else "test accuracy (%)")
-    axis.set_title(f"Artifacts: {'R²' if r2 else 'accuracy'} against latency (* recommended)")
+    axis.set_ylabel(f"test {task.headline_label}{' (%)' if task.plot_scale == 100 else ''}")
+    axis.set_title(f"Artifacts: {task.headline_label} against latency (* recommended)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -25,13 +25,48 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def exit_code(command: Callable[[], object]) -> int:
-    """Runs ``command``: 0, or 2 with the UsageError's message on one line (``DISTILL_DEBUG=1``: the traceback)."""
+def shown_error(err: BaseException, building: bool = False) -> BaseException | None:
+    """The error to show the user on one line, or None for a bug (whose traceback then shows).
+
+    jsonargparse builds a method given on the command line and wraps the method's own complaint
+    (``alpha must be in [0, 1]``) in a multi-line ValueError; the complaint is what the user needs.
+    Lightning reports bad Trainer settings (negative epochs, an unknown precision or strategy) as
+    MisconfigurationException or ValueError while the Trainer is built: input errors too.
+
+    Args:
+        err: What was raised.
+        building: Whether it was raised while the command's objects were built from the input.
+    """
+    from jsonargparse import ArgumentError
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (UsageError, DivergenceError, MisconfigurationException)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(err, ArgumentError) or (building and isinstance(err, (ValueError, TypeError))):
+        return err
+    return None
+
+
+def exit_code(command: Callable[[], object], building: Callable[[], bool] = lambda: False) -> int:
+    """Runs a command's body: every distill command's one error-and-exit path.
+
+    Returns 0; 2 with the user's error on one line (``DISTILL_DEBUG=1``: the traceback); 1 for a
+    training run that diverged. Anything else is a bug and raises.
+
+    Args:
+        command: The command's work.
+        building: Whether the command is still building its objects from the input (then a
+            ValueError or TypeError is the input's fault).
+    """
     try:
         command()
-    except UsageError as err:
-        if os.environ.get("DISTILL_DEBUG"):
+    except Exception as err:
+        shown = shown_error(err, building())
+        if shown is None or os.environ.get("DISTILL_DEBUG"):
             raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        print(f"error: {' '.join(str(shown).split())}", file=sys.stderr)  # one line, whatever the source
+        return 1 if isinstance(shown, DivergenceError) else 2
     return 0

@@ -8,6 +8,7 @@ table, ``compare.json``, ``compare.md`` and PNG plots in ``--out_dir``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,15 +19,16 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from distill import cost, metrics, plots
+from distill import cost, plots
 from distill.checkpoint import Trained, rebuild_data
-from distill.export import OnnxClassifier, file_bytes, load_artifact
-from distill.models.teacher_view import TeacherView
-from distill.teacher_spec import KINDS, adapt_teacher, load_teacher
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.finish import test_logits
+from distill.export import OnnxClassifier, file_bytes
+from distill.inference import load_artifact, test_outputs
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text
+from distill.tasks import get_task
+from distill.teacher import Teacher, TeacherSettings, build_teacher
+from distill.teacher.sources import KINDS
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
 DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
@@ -78,9 +80,9 @@ def built_teacher(spec: str, students: list[Trained]) -> Trained:
         raise UsageError(f"--teacher {spec}: none of the students was distilled from it, so its weights and "
                          "adapters are unknown; compare against the students' own teacher")
     hp, shape, classes = student.hparams, tuple(student.hparams["input_shape"]), student.hparams["num_classes"]
-    loaded = load_teacher(spec, classes, shape[0], hp.get("teacher_kwargs"), hp.get("teacher_weights"))
-    network = adapt_teacher(loaded, shape, classes, hp.get("teacher_input_size"), hp.get("teacher_normalize"),
-                            hp.get("teacher_output"))
+    # Its own network, without the views it taught with: --teacher_tta chooses those, as for any teacher.
+    settings = dataclasses.replace(TeacherSettings.from_hparams(hp, spec=spec), tta="none")
+    network = build_teacher(settings, classes, shape, hp.get("task", "classification"))
     return Trained(Path(spec), network, {"model": spec, "num_classes": classes, "input_shape": list(shape),
                                          "task": hp.get("task", "classification")},
                    student.data_hparams, student.data_module)
@@ -108,9 +110,8 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     names = name_models(paths)
     data = rebuild_data(models[0], data_root, batch_size)
     data.setup("test")
-    view = models[0].network
-    if isinstance(view, TeacherView) and view.normalize is not None:
-        view.set_data_normalization(*data.normalization)
+    if isinstance(models[0].network, Teacher):
+        models[0].network.attach(data)
     # The views each classifier is evaluated under: the teacher's as asked (or as its stage once
     # recorded), every other network as it is.
     views = [teacher_tta or models[0].hparams.get("tta", "none"), *(["none"] * len(students))]
@@ -119,28 +120,22 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                ("cpu" if device == "auto" else device))
     input_shape = tuple(models[0].hparams["input_shape"])
-    regression = models[0].hparams.get("task") == "regression"
+    task = get_task(models[0].hparams.get("task"))
 
     entries: list[dict[str, Any]] = []
-    predictions: list[tuple[Tensor, Tensor]] = []  # regression: (N,) predicted and true values per model
+    outputs: list[tuple[Tensor, Tensor]] = []  # per model: its test outputs and the labels
     teacher_logits: Tensor | None = None
     for name, trained, model, tta in zip(names, models, classifiers, views):
-        logits, labels = test_logits(model, data, eval_device)
+        logits, labels = test_outputs(model, data, eval_device)
         entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
                                  "checkpoint": str(trained.path), "model": label(trained.hparams["model"], tta),
-                                 "test_samples": len(labels)}
-        if regression:
-            entry.update(metrics.regression_quality(logits, labels))
-            predictions.append((logits.reshape(-1), labels))
-        else:
-            entry.update(metrics.quality(logits, labels))
-            entry["reliability"] = metrics.reliability(logits, labels)
+                                 "test_samples": len(labels), **task.quality(logits, labels)}
+        outputs.append((logits, labels))
         if teacher_logits is None:
             teacher_logits = logits
-        elif regression:  # how far from the teacher's predictions, in the target's units
-            entry["mse_to_teacher"] = metrics.regression_quality(logits, teacher_logits)["mse"]
         else:
-            entry["agreement_with_teacher"] = metrics.agreement(logits, teacher_logits)
+            key, value = task.closeness(logits, teacher_logits)
+            entry[f"{key}_teacher"] = value
         model = model.cpu()
         if isinstance(model, OnnxClassifier):  # its source's counts, recorded by distill.compress
             entry.update(format=trained.hparams["format"], params=trained.hparams["params"],
@@ -162,22 +157,15 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
             "flops": entry["flops"] / base["flops"],
             "cpu_latency": entry["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
             "cpu_throughput": entry["cpu"]["throughput"] / base["cpu"]["throughput"],
-            **({"mse": entry["mse"] / base["mse"]} if regression else {"accuracy_retained": entry["acc"] / base["acc"]}),
+            **task.kept(entry, base),
         }
-    report = {"dataset": models[0].data_hparams.get("dataset", "?"), "task": "regression" if regression else
-              "classification", "classes": classes, "cpu_threads": torch.get_num_threads(), "input_rank": len(input_shape), "models": entries}
+    report = {"dataset": models[0].data_hparams.get("dataset", "?"), "task": task.name, "classes": classes,
+              "cpu_threads": torch.get_num_threads(), "input_rank": len(input_shape), "models": entries}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if regression:
-        figures = {"predicted_vs_true": plots.predicted_vs_true(entries, predictions, out_dir / "predicted_vs_true.png")}
-    else:
-        figures = {
-            "confusion": plots.confusion_matrices(entries, classes, out_dir / "confusion.png"),
-            "reliability": plots.reliability_diagram(entries, out_dir / "reliability.png"),
-            "per_class_f1": plots.per_class_f1(entries, classes, out_dir / "per_class_f1.png"),
-        }
+    figures = task.plots(entries, outputs, classes, out_dir)
     figures["curves"] = plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
-                                              out_dir / "training_curves.png")
+                                              out_dir / "training_curves.png", task)
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
     if export_safetensors:
         for entry, trained in zip(entries, models):
@@ -188,8 +176,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     console.print(summary_table(report))
     for entry in entries[1:]:
         r = entry["ratios"]
-        kept = (f"{r['mse']:.2f}x its test MSE" if regression else
-                f"accuracy retained {100 * r['accuracy_retained']:.1f}%")
+        kept = " ".join(task.kept_text(r))
         console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {r['flops']:.3f}x FLOPs, "
                       f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; {kept}")
     console.print(f"report: {out_dir / 'compare.md'}, {out_dir / 'compare.json'}, "
@@ -197,13 +184,11 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     return report
 
 
-QUALITY = ["model", "acc %", "top-5 %", "F1 %", "AUROC %", "ECE %", "NLL", "agree %"]
-QUALITY_REGRESSION = ["model", "MSE", "RMSE", "MAE", "R²", "MSE to teacher"]
 COST = ["model", "arch", "format", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
 
 
 def _quality_header(report: dict[str, Any]) -> list[str]:
-    return QUALITY_REGRESSION if report.get("task") == "regression" else QUALITY
+    return ["model", *get_task(report.get("task")).report_columns]
 
 
 def _cost_header(report: dict[str, Any]) -> list[str]:
@@ -212,7 +197,7 @@ def _cost_header(report: dict[str, Any]) -> list[str]:
 
 def _samples(report: dict[str, Any]) -> str:
     """What a test sample is called: rows of a table, else images."""
-    return "rows" if report.get("task") == "regression" or report.get("input_rank") == 1 else "images"
+    return get_task(report.get("task")).samples(report.get("input_rank", 3))
 
 
 def export_weights(model: torch.nn.Module, path: Path) -> Path:
@@ -226,19 +211,11 @@ def export_weights(model: torch.nn.Module, path: Path) -> Path:
 
 def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     """Quality rows and cost rows, one per model, as display strings."""
-    quality, costs = [], []
-    for e in report["models"]:
-        if report.get("task") == "regression":
-            quality.append([e["name"], f"{e['mse']:.4g}", f"{e['rmse']:.4g}", f"{e['mae']:.4g}", f"{e['r2']:.3f}",
-                            f"{e['mse_to_teacher']:.4g}" if "mse_to_teacher" in e else "-"])
-        else:
-            quality.append([
-                e["name"], f"{100 * e['acc']:.2f}", "-" if e["top5"] is None else f"{100 * e['top5']:.2f}",
-                f"{100 * e['f1']:.2f}", f"{100 * e['auroc']:.2f}", f"{100 * e['ece']:.2f}", f"{e['nll']:.3f}",
-                f"{100 * e['agreement_with_teacher']:.2f}" if "agreement_with_teacher" in e else "-",
-            ])
-        costs.append([e["name"], e["model"], e["format"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
-                      f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"])
+    task = get_task(report.get("task"))
+    quality = [[e["name"], *task.report_row(e)] for e in report["models"]]
+    costs = [[e["name"], e["model"], e["format"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
+              f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"]
+             for e in report["models"]]
     return quality, costs
 
 
@@ -273,23 +250,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     lines.append(f"CPU figures: median latency at batch 1 and throughput at batch 256, "
                  f"{report['cpu_threads']} threads.")
-    base = report["models"][0]
-    regression = report.get("task") == "regression"
-    kept = "test MSE" if regression else "accuracy retained"
+    base, task = report["models"][0], get_task(report.get("task"))
+    kept = task.kept_text(base.get("ratios") or report["models"][-1]["ratios"])[0] if len(report["models"]) > 1 else ""
     lines += ["", f"Ratios against {base['name']}:", "",
               f"| model | params | FLOPs | CPU latency | CPU throughput | {kept} |", "|---|---|---|---|---|---|"]
     for e in report["models"][1:]:
         r = e["ratios"]
-        quality_ratio = f"{r['mse']:.2f}" if regression else f"{100 * r['accuracy_retained']:.1f}%"
         lines.append(f"| {e['name']} | {r['params']:.3f} | {r['flops']:.3f} | {r['cpu_latency']:.2f} | "
-                     f"{r['cpu_throughput']:.2f} | {quality_ratio} |")
-    if regression:
-        lines += ["", "MSE, RMSE and MAE in the target's units; R² = 1 - MSE / variance of the test targets. "
-                  "MSE to teacher: mean squared distance to the teacher's predictions. Latency: median of repeated "
-                  "runs after warm-up.", ""]
-    else:
-        lines += ["", "ECE: expected calibration error, 15 equal-width bins. Latency: median of repeated runs "
-                  "after warm-up. agree: top-1 agreement with the teacher.", ""]
+                     f"{r['cpu_throughput']:.2f} | {task.kept_text(r)[1]} |")
+    lines += ["", task.report_note(), ""]
     lines += [f"![{k}]({Path(v).name})" for k, v in report["figures"].items()]
     return "\n".join(lines) + "\n"
 

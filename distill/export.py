@@ -7,7 +7,6 @@ a missing package is a one-line error naming the extra.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distill.checkpoint import Trained, load_trained
 from distill.errors import UsageError
 from distill.run_dir import atomic_write
 
@@ -135,36 +133,3 @@ def file_bytes(path: Path) -> int:
     """Bytes of a model file and of any external data file written beside it."""
     extra = path.with_name(path.name + ".data")
     return os.path.getsize(path) + (os.path.getsize(extra) if extra.exists() else 0)
-
-
-def load_artifact(path: Path) -> Trained:
-    """A checkpoint, or an ONNX file from ``distill.compress`` with the ``.json`` written beside it.
-
-    For an ONNX file, ``network`` is an ``OnnxClassifier`` and the hyperparameters are those the
-    ``.json`` records (architecture, classes, input shape, parameters and FLOPs of its source).
-
-    Raises:
-        UsageError: the file or its ``.json`` is missing or unreadable.
-    """
-    path = Path(path)
-    if path.suffix != ".onnx":
-        return load_trained(path)
-    if not path.is_file():
-        raise UsageError(f"{path} not found")
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise UsageError(f"{sidecar} not found: distill.compress writes the preprocessing of {path.name} there")
-    try:
-        spec = json.loads(sidecar.read_text())
-        hparams = {"model": spec["model"], "num_classes": int(spec["num_classes"]),
-                   "input_shape": list(spec["input_shape"]), "params": int(spec["params"]), "flops": int(spec["flops"]),
-                   "format": spec["format"], "task": spec.get("task", "classification")}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"{sidecar} is not the description distill.compress writes ({type(err).__name__}: {err})") from None
-    try:
-        network = OnnxClassifier(path)
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
-        if isinstance(err, UsageError):  # the optional dependency is missing
-            raise
-        raise UsageError(f"{path} is not a readable ONNX model ({str(err).splitlines()[0][:160]})") from None
-    return Trained(path, network, hparams, dict(spec.get("data") or {}), spec.get("data_module"))  # type: ignore[arg-type]

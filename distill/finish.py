@@ -7,31 +7,12 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
-from torch import Tensor, nn
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
-from distill.data.interface import task_of
-from distill.metrics import headline, test_figures
+from distill.inference import test_figures
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
-
-
-@torch.no_grad()
-def test_logits(model: nn.Module, data: Any, device: torch.device | str) -> tuple[Tensor, Tensor]:
-    """(N, K) logits and (N,) labels over the whole test set, every sample exactly once (``DistillData.test_batches``)."""
-    model = model.eval().to(device)
-    all_logits, all_labels = [], []
-    for inputs, labels in data.test_batches():
-        all_logits.append(model(inputs.to(device)).float().cpu())
-        all_labels.append(labels.cpu())
-    return torch.cat(all_logits), torch.cat(all_labels)
-
-
-def model_test_metrics(model: nn.Module, data: Any, device: Any) -> dict[str, float]:
-    """The test figures of ``model`` over the whole test set, in one process (``metrics.test_figures``)."""
-    logits, labels = test_logits(model, data, device)
-    return test_figures(logits, labels, task_of(data))
 
 
 def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule,
@@ -40,7 +21,7 @@ def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: Li
     if trainer.world_size > 1:
         # A distributed sampler pads the test set by repeating samples; the final metrics must count
         # each test sample once, so one process (the caller's rank 0) evaluates on the whole set.
-        return model_test_metrics(load_trained(checkpoint).network, data, trainer.strategy.root_device)
+        return test_figures(load_trained(checkpoint).network, data, trainer.strategy.root_device)
     results = trainer.test(module, datamodule=data, ckpt_path=checkpoint or None, verbose=False, weights_only=True)
     return {k: float(v) for k, v in results[0].items()}
 
@@ -84,17 +65,16 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         cpu_threads=torch.get_num_threads(),
     )
     metrics.update(module.report_metrics())
-    if module.distills:
-        teacher: Any = module
+    teacher = getattr(module, "teacher", None)
+    if module.distills and teacher is not None:
         # The teacher as it taught (its test-time views included), on the same test set; each of
         # several teachers too.
         device = trainer.strategy.root_device
-        figure = headline(module.hparams.task)  # teacher_test_acc, or teacher_test_r2
-        metrics[f"teacher_test_{figure}"] = model_test_metrics(teacher.teacher_as_classifier(), data, device)[f"test/{figure}"]
-        members = teacher.teacher_members()
-        if len(members) > 1:
-            metrics[f"teacher_member_test_{figure}"] = [model_test_metrics(m, data, device)[f"test/{figure}"]
-                                                        for m in members]
+        figure = module.task.headline  # teacher_test_acc, or teacher_test_r2
+        metrics[f"teacher_test_{figure}"] = test_figures(teacher, data, device)[f"test/{figure}"]
+        if teacher.is_ensemble:
+            metrics[f"teacher_member_test_{figure}"] = [test_figures(m, data, device)[f"test/{figure}"]
+                                                        for m in teacher.member_classifiers()]
     if trainer.is_global_zero:
         rundir.write_metrics(run_dir, metrics)
         print_summary(stage, run_dir, metrics)

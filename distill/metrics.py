@@ -61,25 +61,6 @@ def regression_quality(predictions: Tensor, targets: Tensor) -> dict[str, float]
             "r2": r2_score(predictions, targets).item()}
 
 
-def headline(task: str) -> str:
-    """The figure a task is judged by, higher being better: ``acc``, or ``r2`` for regression."""
-    return "r2" if task == "regression" else "acc"
-
-
-def shown(value: float, figure: str) -> str:
-    """A headline figure as reports print it: accuracy in %, R² as it is."""
-    return f"{100 * value:.2f}%" if figure == "acc" else f"{value:.4f}"
-
-
-def test_figures(outputs: Tensor, labels: Tensor, task: str) -> dict[str, float]:
-    """The ``test/...`` figures of ``metrics.json``: accuracy, macro F1 and NLL, or MSE, MAE and R²."""
-    if task == "regression":
-        q = regression_quality(outputs, labels)
-        return {"test/mse": q["mse"], "test/mae": q["mae"], "test/r2": q["r2"], "test/loss": q["mse"]}
-    q = quality(outputs, labels)
-    return {"test/acc": q["acc"], "test/f1": q["f1"], "test/loss": q["nll"]}
-
-
 def agreement(logits_a: Tensor, logits_b: Tensor) -> float:
     """Fraction of samples on which two models' top-1 predictions agree."""
     return (logits_a.argmax(1) == logits_b.argmax(1)).float().mean().item()

@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from distill.tasks import Task, get_task
+
 
 def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
@@ -108,13 +110,13 @@ def per_class_f1(entries: list[dict[str, Any]], classes: list[str], path: Path) 
     return path
 
 
-def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series from a CSV logger file: mean logged training loss, validation loss and accuracy
-    (or R², for regression).
+def read_epoch_curves(metrics_csv: Path, monitor: str = "val/acc") -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from a CSV logger file: mean logged training loss, validation loss and the
+    monitored validation figure (``val_figure``: ``monitor``, the task's).
 
     Epochs are counted from 1 (the values at the end of the first epoch are at x = 1).
     """
-    curves: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}, "val_acc": {}, "val_r2": {}}
+    curves: dict[str, dict[int, float]] = {"train_loss": {}, "val_loss": {}, "val_figure": {}}
     train_sum: dict[int, float] = {}
     train_count: dict[int, int] = {}
     with open(metrics_csv, newline="") as f:
@@ -123,7 +125,7 @@ def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
             if not epoch:
                 continue
             e = int(float(epoch)) + 1
-            for key, column in (("val_acc", "val/acc"), ("val_r2", "val/r2"), ("val_loss", "val/loss")):
+            for key, column in (("val_figure", monitor), ("val_loss", "val/loss")):
                 if row.get(column):
                     curves[key][e] = float(row[column])
             if row.get("train/loss"):
@@ -133,28 +135,26 @@ def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v.items()) for k, v in curves.items()}
 
 
-def training_curves(runs: list[tuple[str, Path]], path: Path) -> Path | None:
-    """Loss and validation accuracy (regression: R²) per epoch of each run that has CSV logs; None when none has."""
-    series = [(name, read_epoch_curves(csv_path)) for name, csv_path in runs if csv_path.is_file()]
+def training_curves(runs: list[tuple[str, Path]], path: Path, task: Task | None = None) -> Path | None:
+    """Loss and the task's validation figure (accuracy; regression: R²) per epoch of each run that has CSV logs;
+    None when none has."""
+    task = task or get_task(None)
+    series = [(name, read_epoch_curves(csv_path, task.monitor)) for name, csv_path in runs if csv_path.is_file()]
     if not series:
         return None
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    regression = any(curves["val_r2"] for _, curves in series)
     for name, curves in series:
         if curves["train_loss"]:
             loss_ax.plot(*zip(*curves["train_loss"]), "o-", markersize=3, label=f"{name} train")
         if curves["val_loss"]:
-            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3,
-                         label=f"{name} val ({'MSE, target units' if regression else 'CE'})")
-        if curves["val_r2"]:
-            acc_ax.plot(*zip(*curves["val_r2"]), "o-", label=name)
-        elif curves["val_acc"]:
-            acc_ax.plot(*zip(*[(e, 100 * a) for e, a in curves["val_acc"]]), "o-", label=name)
+            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3, label=f"{name} val ({task.loss_term})")
+        if curves["val_figure"]:
+            acc_ax.plot(*zip(*[(e, task.plot_scale * a) for e, a in curves["val_figure"]]), "o-", label=name)
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss (train: mean of logged steps, with KD terms)")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation R²" if regression else "validation accuracy %")
+    acc_ax.set_ylabel(f"validation {task.headline_label}{' %' if task.plot_scale == 100 else ''}")
     loss_ax.legend(fontsize=8)
     acc_ax.legend(fontsize=8)
     fig.suptitle("Training curves")

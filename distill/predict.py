@@ -19,8 +19,9 @@ from rich.progress import Progress
 
 from distill.checkpoint import rebuild_data
 from distill.data.interface import task_of
+from distill.inference import load_artifact
+from distill.tasks import get_task
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.export import load_artifact
 from distill.run_dir import atomic_write_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -75,25 +76,17 @@ def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_siz
     """
     model, data = model_and_data(model_path)
     model = model.eval()
-    regression = task_of(data) == "regression"
+    task = get_task(task_of(data))
     classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     column = "line" if hasattr(data, "read_table_file") else "file"
     k = max(1, min(top_k, len(classes)))
     rows: list[dict[str, Any]] = []
     with Progress(transient=True) as progress:
-        task = progress.add_task("predicting", total=None)
+        bar = progress.add_task("predicting", total=None)
         for names, inputs in input_batches(data, source, batch_size):
             outputs = model(inputs).float()  # (B, K) logits, or (B, 1) predicted values
-            if regression:
-                rows += [{column: name, "prediction": round(v, 6)} for name, v in zip(names, outputs[:, 0].tolist())]
-                continue
-            top = torch.softmax(outputs, dim=1).topk(k, dim=1)
-            for name, values, indices in zip(names, top.values.tolist(), top.indices.tolist()):
-                row: dict[str, Any] = {column: name, "class": classes[indices[0]], "probability": round(values[0], 6)}
-                for rank, (value, index) in enumerate(zip(values, indices), start=1):
-                    row[f"top{rank}"], row[f"top{rank}_probability"] = classes[index], round(value, 6)
-                rows.append(row)
-            progress.advance(task, len(names))
+            rows += [{column: name, **fields} for name, fields in zip(names, task.prediction_rows(outputs, classes, k))]
+            progress.advance(bar, len(names))
     if not rows:
         raise UsageError(f"--input {source}: nothing to predict")
     buffer = io.StringIO()

@@ -7,15 +7,11 @@ one-line error and exit code 2.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
-from jsonargparse import ArgumentError
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
-
 from distill.cli import STAGES, DistillCLI, bare_flag_values, usage
-from distill.errors import DivergenceError, UsageError
+from distill.errors import exit_code
 from distill.stage import run_stage
 
 
@@ -37,28 +33,6 @@ def quiet_console() -> None:
         handler.addFilter(_DropTips())
 
 
-def user_error(err: BaseException, building: bool) -> BaseException | None:
-    """The error to show the user on one line, or None for a bug (whose traceback then shows).
-
-    jsonargparse builds a method given on the command line and wraps the method's own complaint
-    (``alpha must be in [0, 1]``) in a multi-line ValueError; the complaint is what the user needs.
-    Lightning reports bad Trainer settings (negative epochs, an unknown precision or strategy) as
-    MisconfigurationException or ValueError while the Trainer is built: input errors too.
-
-    Args:
-        err: What was raised.
-        building: Whether it was raised while the command's objects were built from the input.
-    """
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (UsageError, DivergenceError, MisconfigurationException)):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(err, ArgumentError) or (building and isinstance(err, (ValueError, TypeError))):
-        return err
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for bad input, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,19 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown stage {stage!r}; valid: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     quiet_console()
-    building = True
-    try:
+    state = {"building": True}
+
+    def run() -> None:
         cli = DistillCLI(stage, rest)  # parses the input and builds the data, the system and the Trainer
-        building = False
+        state["building"] = False
         run_stage(cli)
-    except (UsageError, ArgumentError, DivergenceError, MisconfigurationException, ValueError, TypeError) as err:
-        shown = user_error(err, building)
-        if shown is None or os.environ.get("DISTILL_DEBUG"):
-            raise
-        message = " ".join(str(shown).split())  # one line, whatever the source
-        print(f"error: {message}", file=sys.stderr)
-        return 2 if not isinstance(shown, DivergenceError) else 1
-    return 0
+
+    return exit_code(run, building=lambda: state["building"])
 
 
 if __name__ == "__main__":

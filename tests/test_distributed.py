@@ -13,7 +13,7 @@ import torch
 
 from distill.data import ImageDataModule
 from distill.checkpoint import load_trained
-from distill.finish import model_test_metrics
+from distill.inference import test_figures as model_test_metrics
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]

@@ -39,10 +39,10 @@ def test_two_identical_teachers_give_the_single_teacher_loss(teacher_run):
     x, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     student = torch.randn(16, 10)
     method = KD(temperature=4.0, alpha=0.9)
-    single = method(Outputs(student), Outputs(one.teacher_classifier(x)), labels)
-    double = method(Outputs(student), Outputs(two.teacher_classifier(x)), labels)
+    single = method(Outputs(student), Outputs(one.teacher(x)), labels)
+    double = method(Outputs(student), Outputs(two.teacher(x)), labels)
     assert double["kd"].item() == pytest.approx(single["kd"].item(), abs=1e-7, rel=1e-6)
-    assert two.teacher_params == 2 * one.teacher_params
+    assert two.teacher.num_params == 2 * one.teacher.num_params
 
 
 def test_two_teachers_train_through_the_cli_on_one_cache_of_both(teacher_run, second_teacher, tmp_path, caplog):

@@ -59,7 +59,7 @@ def test_teacher_is_evaluated_under_the_test_time_augmentation_it_taught_with(te
 
     from distill.checkpoint import load_trained
     from distill.checkpoint import rebuild_data
-    from distill.finish import test_logits
+    from distill.inference import test_outputs as test_logits
     from distill.models.tta import with_tta
 
     reports = {}

@@ -127,7 +127,7 @@ def test_methods_own_their_feature_names_and_settings():
 
 
 def test_crd_learns_from_cached_pooled_teacher_vectors_exactly_as_from_the_online_teacher(teacher_run):
-    from distill.teacher_cache import TeacherCache
+    from distill.teacher.cache import TeacherCache
 
     teacher = str(teacher_run / "best.ckpt")
 
@@ -138,14 +138,15 @@ def test_crd_learns_from_cached_pooled_teacher_vectors_exactly_as_from_the_onlin
 
     system, cached = build(), build()
     inputs, labels, indices = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,)), torch.arange(6)
-    rows = system.teacher_table_rows(inputs)  # (B, K + D): the logits, then the pooled penultimate vector
+    request = system.table_request()
+    rows = request.rows(inputs)  # (B, K + D): the logits, then the pooled penultimate vector
     width = system.cached_feature_widths["penultimate"]
-    assert rows.shape == (6, 10 + width) and system.teacher_table_columns() == f"logits+penultimate:{width}"
+    assert rows.shape == (6, 10 + width) and request.columns == f"logits+penultimate:{width}"
     cached.cached_logits = rows  # looked up by index, as the cache table is
     _, online_terms = system.training_losses(inputs, labels, indices)
     _, cached_terms = cached.training_losses(inputs, labels, indices)
     assert all(torch.allclose(online_terms[k], cached_terms[k], rtol=1e-6, atol=1e-7) for k in online_terms)
     # Which path runs: pooled vectors are cached; spatial maps (AT) are not, and the reason says so.
     at = DistillModule(model="cnn_tiny", teacher=teacher, method=AT(), num_classes=10, input_shape=(1, 28, 28))
-    assert at.cached_feature_widths is None and at.teacher_table_columns() == "logits"
-    assert "too large to cache" in TeacherCache().reason_not_cached(at, None)
+    assert at.cached_feature_widths is None and at.table_request().columns == "logits"
+    assert "too large to cache" in TeacherCache().reason_not_cached(at.table_request(), None)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from distill import metrics
+from distill.tasks import get_task
 
 
 def hand_made():
@@ -30,7 +31,7 @@ def test_regression_figures_by_hand():
     # errors -1, -1, 0, 4: MSE 18/4, MAE 6/4; the targets' mean 5, variance (4 + 0 + 4 + 0) / 4 = 2
     assert q["mse"] == pytest.approx(4.5) and q["mae"] == pytest.approx(1.5) and q["rmse"] == pytest.approx(4.5 ** 0.5)
     assert q["r2"] == pytest.approx(1 - 4.5 / 2.0)
-    figures = metrics.test_figures(predicted.unsqueeze(1), true, "regression")
+    figures = get_task("regression").test_figures(predicted.unsqueeze(1), true)
     assert figures == pytest.approx({"test/mse": 4.5, "test/mae": 1.5, "test/r2": -1.25, "test/loss": 4.5})
 
 

@@ -12,7 +12,7 @@ def test_epoch_curves_from_a_csv_log(tmp_path):
     )
     curves = plots.read_epoch_curves(csv_path)
     assert curves["train_loss"] == [(1, 1.5), (2, 0.8)]
-    assert curves["val_acc"] == [(1, 0.5), (2, 0.7)]
+    assert curves["val_figure"] == [(1, 0.5), (2, 0.7)]
     assert curves["val_loss"] == [(1, 1.2), (2, 0.9)]
     out = plots.training_curves([("run", csv_path)], tmp_path / "curves.png")
     assert out is not None and out.read_bytes().startswith(PNG)

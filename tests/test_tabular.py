@@ -214,10 +214,10 @@ def test_regression_through_the_cli_predicts_in_the_targets_units(tmp_path):
     teacher = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
     assert teacher["task"] == "regression" and teacher["monitor"] == "val/r2" and "best_val_r2" in teacher
     assert teacher["test/r2"] > 0.8 and teacher["test/mse"] == pytest.approx(teacher["test/loss"])
-    # Regression KD against the teacher's cached predictions.
+    # Regression KD against the teacher's cached predictions: the task's default method, named nowhere
+    # (the stage's default recipe names KD for its own images; other data takes its task's method).
     assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
-                 "--model.method", "regression_kd", "--trainer.max_epochs", "3", *data, *QUIET,
-                 "--run_dir", str(tmp_path / "student")]) == 0
+                 "--trainer.max_epochs", "3", *data, *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
     student = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert student["method"] == "regression_kd" and student["teacher_test_r2"] == pytest.approx(teacher["test/r2"])
     # From Python, a regression student without a method gets regression KD.

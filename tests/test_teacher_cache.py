@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill import teacher_cache
+from distill.teacher import cache as teacher_cache
 from distill.checkpoint import model_from_checkpoint
 from distill.data import ImageDataModule
 from distill.features import FeatureRecorder
@@ -12,7 +12,7 @@ from distill.losses import KD
 from distill.models import create_model
 from distill.models.tta import average_logits
 from distill.modules import DistillModule
-from distill.teacher_cache import LogitTable, TeacherCache, build_table, cache_path, open_table
+from distill.teacher.cache import LogitTable, TeacherCache, build_table, cache_path, open_table
 
 NO_CACHE = shutil.ignore_patterns(teacher_cache.CACHE_DIR)  # copies of a teacher run start without caches
 
@@ -54,7 +54,7 @@ def test_table_build_is_chunked_and_leaves_nothing_when_interrupted(tmp_path):
 
 def test_cache_is_keyed_by_teacher_and_data(teacher_run, tmp_path):
     def identity(**teacher):
-        return DistillModule(model="cnn_tiny", num_classes=10, input_shape=(1, 28, 28), **teacher).teacher_identity()
+        return DistillModule(model="cnn_tiny", num_classes=10, input_shape=(1, 28, 28), **teacher).teacher.identity()
 
     original = identity(teacher=str(teacher_run / "best.ckpt"))
     other_teacher = tmp_path / "best.ckpt"
@@ -123,8 +123,8 @@ def test_teacher_views_key_the_cache_and_shifted_views_use_the_datas_border(teac
     shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)
     data = ImageDataModule(augment=True, crop_padding=0, batch_size=64)
     module = _fit_student(run_dir / "best.ckpt", data, tmp_path, teacher_tta="flip_shift")
-    assert module.teacher_tta == "flip_shift" and module.cached_logits is not None  # flips only: cached
-    assert module.teacher_fill == data.border_fill == pytest.approx((-0.2860 / 0.3530,))  # a black pixel
+    assert module.teacher.tta == "flip_shift" and module.cached_logits is not None  # flips only: cached
+    assert module.teacher.fill == data.border_fill == pytest.approx((-0.2860 / 0.3530,))  # a black pixel
     network, _ = model_from_checkpoint(run_dir / "best.ckpt")
     idx = torch.tensor([5, 123])
     images = data.transform(data.train_set.images[idx], train=False)
@@ -135,7 +135,7 @@ def test_teacher_views_key_the_cache_and_shifted_views_use_the_datas_border(teac
                                                                         data.border_fill), atol=1e-5)  # the mirror too
         assert not torch.allclose(expected, average_logits(network, images, "flip_shift"), atol=1e-4)  # edge: differs
     plain = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path)
-    assert plain.teacher_tta == "none"
+    assert plain.teacher.tta == "none"
     with torch.no_grad():
         assert torch.allclose(plain.cached_logits[idx], network(images), atol=1e-5)
     assert len(list((run_dir / teacher_cache.CACHE_DIR).glob("*.npy"))) == 2  # one cache per view set
@@ -156,7 +156,7 @@ def test_teacher_feature_maps_run_the_teacher_online_and_pooled_vectors_are_cach
     shutil.copytree(teacher_run, run_dir, ignore=NO_CACHE)
     module = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path, method=WithTeacherMaps())
     assert module.cached_logits is None and not (run_dir / teacher_cache.CACHE_DIR).exists()
-    assert TeacherCache().reason_not_cached(module, ImageDataModule()) == (
+    assert TeacherCache().reason_not_cached(module.table_request(), ImageDataModule()) == (
         "the method reads the teacher's intermediate feature maps, too large to cache")
     assert isinstance(module.teacher_recorder, FeatureRecorder)
     pooled = _fit_student(run_dir / "best.ckpt", ImageDataModule(batch_size=64), tmp_path / "p",

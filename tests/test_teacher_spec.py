@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from distill.errors import UsageError
 from distill.models import count_parameters, create_model
 from distill.models.teacher_view import TeacherView
-from distill.teacher_spec import load_teacher, load_weights
+from distill.teacher.sources import load_teacher, load_weights
 from distill.train import main
 from tests.test_image_folder import QUIET, make_folder
 

@@ -52,7 +52,7 @@ def test_teacher_then_student_through_the_cli(teacher_run, tmp_path):
     # The teacher as it taught, measured on the whole test set (the trainer's test-batch limit is for the student).
     from distill.checkpoint import load_trained
     from distill.checkpoint import rebuild_data
-    from distill.finish import test_logits
+    from distill.inference import test_outputs as test_logits
 
     trained = load_trained(teacher_run / "best.ckpt")
     assert trained.data_module == "images"  # the data's registry name, for distill.evaluate

@@ -56,23 +56,23 @@ class CRD(Distiller):
         feature: Feature read from both networks (default: the pooled ``penultimate`` one).
         dim: Embedding dimension (the paper: 128).
         queue_size: Negatives kept per network (the paper's bank draws 16384).
-        temperature: Contrastive temperature tau (the paper: 0.07).
+        tau: Contrastive temperature tau (the paper: 0.07).
         beta: Weight of the contrastive term, >= 0 (RepDistiller: 0.8).
         alpha: Weight of a Hinton KD term on the logits, >= 0 (0: none).
-        kd_temperature: Temperature of that KD term.
+        temperature: Softening temperature T of that KD term (the name every method gives it).
         mask_same_class: Leave negatives of the anchor's class out.
     """
 
     teacher_weights = ("beta", "alpha")
 
     def __init__(self, feature: str = "penultimate", dim: int = 128, queue_size: int = 4096,
-                 temperature: float = 0.07, beta: float = 0.8, alpha: float = 0.0, kd_temperature: float = 4.0,
+                 tau: float = 0.07, beta: float = 0.8, alpha: float = 0.0, temperature: float = 4.0,
                  mask_same_class: bool = True) -> None:
         super().__init__()
-        if dim < 1 or queue_size < 0 or not temperature > 0 or beta < 0 or alpha < 0 or not kd_temperature > 0:
+        if dim < 1 or queue_size < 0 or not tau > 0 or beta < 0 or alpha < 0 or not temperature > 0:
             raise UsageError("CRD needs dim >= 1, queue_size >= 0, temperatures > 0 and weights >= 0")
-        self.feature, self.dim, self.queue_size, self.temperature = feature, dim, queue_size, temperature
-        self.beta, self.alpha, self.kd_temperature, self.mask_same_class = beta, alpha, kd_temperature, mask_same_class
+        self.feature, self.dim, self.queue_size, self.tau = feature, dim, queue_size, tau
+        self.beta, self.alpha, self.temperature, self.mask_same_class = beta, alpha, temperature, mask_same_class
         self.student_features = self.teacher_features = (feature,)
         self.embed_student: Embed | None = None
         self.embed_teacher: Embed | None = None
@@ -101,11 +101,11 @@ class CRD(Distiller):
             in_batch = in_batch | (labels.unsqueeze(1) == labels.unsqueeze(0))
             queued = queued | (labels.unsqueeze(1) == self.queue_labels.unsqueeze(0))
         mask = torch.cat([in_batch, queued.expand(len(labels), -1)], dim=1)  # (B, B + Q)
-        student_to_teacher = contrastive_loss(s, t, torch.cat([t, self.queue_teacher]), self.temperature, mask)
-        teacher_to_student = contrastive_loss(t, s, torch.cat([s, self.queue_student]), self.temperature, mask)
+        student_to_teacher = contrastive_loss(s, t, torch.cat([t, self.queue_teacher]), self.tau, mask)
+        teacher_to_student = contrastive_loss(t, s, torch.cat([s, self.queue_student]), self.tau, mask)
         terms["crd"] = self.beta * (student_to_teacher + teacher_to_student)
         if self.alpha > 0:
-            terms["kd"] = self.alpha * kd_loss(student.logits, teacher.logits, self.kd_temperature)
+            terms["kd"] = self.alpha * kd_loss(student.logits, teacher.logits, self.temperature)
         if self.training:
             self._enqueue(s.detach(), t.detach(), labels)
         return terms

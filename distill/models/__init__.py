@@ -10,10 +10,10 @@ from torch import nn
 
 from distill.models import cifar_resnet, cnn, mlp, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
 from distill.models._registry import create_model, list_models, register_model
-from distill.models.target_scale import TargetScale, for_task
+from distill.models.target_scale import TargetScale
 
 __all__ = ["create_model", "list_models", "register_model", "count_parameters", "object_name", "NetworkOrName",
-           "TargetScale", "for_task"]
+           "TargetScale"]
 
 if TYPE_CHECKING:
     NetworkOrName = str | nn.Module

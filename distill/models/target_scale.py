@@ -35,10 +35,3 @@ class TargetScale(nn.Module):
         """Values in the target's units -> the z-scores the network learns."""
         return (values - self.mean) / self.std
 
-
-def for_task(network: nn.Module, task: str, target_scale: tuple[float, float] | list[float] | None) -> nn.Module:
-    """``network`` as its task uses it: wrapped in ``TargetScale`` for regression, as it is for classification."""
-    if task != "regression":
-        return network
-    mean, std = target_scale if target_scale is not None else (0.0, 1.0)
-    return TargetScale(network, mean, std)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
-from distill.metrics import headline
+from distill.models import NetworkOrName, count_parameters, create_model, object_name
 from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
-from distill.models import NetworkOrName, TargetScale, count_parameters, create_model, for_task, object_name
+from distill.tasks import get_task
 
 # inputs (B, ...), labels (B,) and, from a DataModule answering DistillData, dataset indices (B,)
 Batch = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]
@@ -43,12 +41,41 @@ def logs_this_step(trainer: Any) -> bool:
     return (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
 
 
+def build_network(model: NetworkOrName, model_kwargs: dict[str, Any] | None, num_classes: int,
+                  input_shape: tuple[int, ...]) -> nn.Module:
+    """The network a system trains: a registry architecture, freshly initialized, or the module given."""
+    if isinstance(model, nn.Module):
+        return model
+    return create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {}))
+
+
+def _holds_module(value: Any) -> bool:
+    return isinstance(value, nn.Module) or (isinstance(value, (list, tuple)) and any(_holds_module(v) for v in value))
+
+
+def objects_given(system: nn.Module) -> list[str]:
+    """Constructor arguments, of every class in ``system``'s chain, that hold modules rather than plain values.
+
+    They are not hyperparameters: each system records them by name (the model's class, the teacher's
+    spec, the method's registry name), so checkpoints hold plain values only.
+    """
+    names: list[str] = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is system:
+            info = inspect.getargvalues(frame)
+            values = {name: info.locals.get(name) for name in info.args[1:]}
+            values.update(info.locals.get(info.keywords) or {} if info.keywords else {})
+            names += [name for name, value in values.items() if _holds_module(value)]
+        frame = frame.f_back
+    return names
+
+
 class ClassifierSystem(LightningModule):
     """Trains ``self.model`` on labelled inputs; subclasses say what the training loss terms are.
 
-    Classification (cross-entropy; accuracy and macro F1) or regression (the data's ``task``): the
-    network then has one output, learns the z-scored target with a mean squared error, and is
-    wrapped in ``TargetScale`` so that it predicts in the target's units (MSE, MAE and R² in them).
+    The data's task (``distill.tasks``: classification, regression, ...) says how the labels are
+    learned and scored; this system asks it and never branches on its name.
 
     Args:
         model: Architecture name from the registry (``distill.models.list_models()``); from Python,
@@ -56,7 +83,7 @@ class ClassifierSystem(LightningModule):
         model_kwargs: Options of the architecture factory, e.g. ``{"dropout": 0.3, "bn": true}``.
         num_classes: Output classes (linked from the data by the CLI).
         input_shape: Shape of one input, (C, H, W) for images, (F,) for table rows (linked from the data by the CLI).
-        task: ``classification`` or ``regression`` (linked from the data by the CLI).
+        task: A registered task (``distill.tasks.TASKS``): ``classification`` or ``regression`` (linked from the data by the CLI).
         target_scale: Regression: mean and standard deviation of the training targets (linked from the data).
         optimizer: sgd, adam, adamw, adamax, adagrad, adadelta or rmsprop.
         lr: Peak learning rate, > 0.
@@ -89,7 +116,7 @@ class ClassifierSystem(LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         input_shape: tuple[int, ...] = (1, 28, 28),
-        task: Literal["classification", "regression"] = "classification",
+        task: str = "classification",
         target_scale: tuple[float, float] | None = None,
         optimizer: str = "adamw",
         lr: float = 3e-3,
@@ -122,15 +149,14 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if warmup_steps < 0 or not 0.0 <= warmup_fraction < 1.0:
             raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
-        if task == "regression" and num_classes != 1:
-            raise UsageError(f"a regression network has one output, got num_classes={num_classes}")
+        self.task = get_task(task)
+        self.task.check_outputs(num_classes)
         optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
         optim.SCHEDULES.get(scheduler)
-        self._network_given = {"model": model if isinstance(model, nn.Module) else None}
-        self.save_hyperparameters(ignore=self.hyperparameters_kept_apart())
-        if isinstance(model, nn.Module):
-            self.hparams["model"] = object_name(model)  # the object is the network, not a hyperparameter
-        self.model = self.to_memory_format(self.build_network())
+        self.save_hyperparameters(ignore=objects_given(self))
+        self.hparams["model"] = object_name(model) if isinstance(model, nn.Module) else model
+        network = build_network(model, model_kwargs, num_classes, tuple(input_shape))
+        self.model = self.to_memory_format(self.task.wrap(network, target_scale))
         if compile:
             self.model.compile()
         self._l2_params: list[Tensor] | None = None  # decayed parameters, split once on first use
@@ -142,62 +168,23 @@ class ClassifierSystem(LightningModule):
         self._resumed_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed, until training starts
         self._train_preds: list[Tensor] = []  # predicted classes or values (B,) of this epoch's training batches
         self._train_labels: list[Tensor] = []
-        if task == "regression":
-            metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
-        else:
-            metrics = MetricCollection({
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            })
+        metrics = self.task.metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def build_network(self) -> nn.Module:
-        """The network this system trains: the registry architecture, freshly initialized.
-
-        A stage that starts from another network (a pruned one) overrides this; the hyperparameters
-        are saved by then.
-        """
-        hp = self.hparams
-        if self._network_given["model"] is not None:
-            network = self._network_given["model"]
-        else:
-            network = create_model(hp.model, num_classes=hp.num_classes, in_channels=hp.input_shape[0],
-                                   **(hp.model_kwargs or {}))
-        return for_task(network, hp.task, hp.target_scale)
-
-    @property
-    def regression(self) -> bool:
-        return self.hparams.task == "regression"
-
     @property
     def monitor(self) -> str:
-        """The validation figure that picks the best checkpoint (higher is better): ``val/acc``, or ``val/r2``."""
-        return f"val/{headline(self.hparams.task)}"
-
-    def standardized(self, values: Tensor) -> Tensor:
-        """Regression outputs or targets in the target's units -> the z-scores the network learns."""
-        assert isinstance(self.model, TargetScale)
-        return self.model.standardize(values)
+        """The validation figure that picks the best checkpoint (higher is better): the task's."""
+        return self.task.monitor
 
     def supervised_loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        """The labels' loss: (label-smoothed) cross-entropy, or the mean squared error of the z-scored target."""
-        if self.regression:
-            return F.mse_loss(self.standardized(outputs.squeeze(1)), self.standardized(labels))
-        return F.cross_entropy(outputs, labels, label_smoothing=self.hparams.label_smoothing)
-
-    def _scored(self, outputs: Tensor) -> Tensor:
-        """What the metrics score: logits (B, K), or predicted values (B,)."""
-        return outputs.squeeze(1) if self.regression else outputs
+        """The labels' loss, as the task defines it (label smoothing applies to classes)."""
+        return self.task.supervised_loss(outputs, labels, self.model, self.hparams.label_smoothing)
 
     def report_metrics(self) -> dict[str, Any]:
         """What this stage adds to ``metrics.json`` beyond the test figures (plain values)."""
         return {}
-
-    def hyperparameters_kept_apart(self) -> list[str]:
-        """Constructor arguments that are not plain values, stored by the subclass in its own form."""
-        return ["model"] if self._network_given["model"] is not None else []
 
     @property
     def distills(self) -> bool:
@@ -224,7 +211,7 @@ class ClassifierSystem(LightningModule):
     def training_losses(self, images: Tensor, labels: Tensor, indices: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the named loss terms of one training batch; subclasses override."""
         outputs = self.model(images)
-        return outputs, {"mse" if self.regression else "ce": self.supervised_loss(outputs, labels)}
+        return outputs, {self.task.loss_term: self.supervised_loss(outputs, labels)}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, labels, indices = unpack(batch)
@@ -239,8 +226,7 @@ class ClassifierSystem(LightningModule):
         self._log_losses(values, names)
         # Predicted classes are kept and scored once at the epoch's end: a metric update per step costs
         # about a millisecond of Python, a few percent of a small model's step.
-        scored = self._scored(logits.detach())
-        self._train_preds.append(scored if self.regression else scored.argmax(dim=1))  # (B,)
+        self._train_preds.append(self.task.predicted(logits.detach()))  # (B,)
         self._train_labels.append(labels)
         self._watch_finite(values, names)
         return loss
@@ -302,9 +288,9 @@ class ClassifierSystem(LightningModule):
     def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, labels, _ = unpack(batch)
         outputs = self(self.to_memory_format(images))
-        loss = F.mse_loss(outputs.squeeze(1), labels) if self.regression else F.cross_entropy(outputs, labels)
+        loss = self.task.eval_loss(outputs, labels)
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=labels.shape[0])
-        metrics.update(self._scored(outputs), labels)
+        metrics.update(self.task.scored(outputs), labels)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=labels.shape[0])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

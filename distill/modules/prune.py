@@ -9,12 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from distill.checkpoint import Trained, load_trained, rebuild_data
-from distill.models.teacher_view import TeacherView
 from distill.errors import UsageError
 from distill.export import require
+from distill.losses import DISTILLERS, Distiller, method_name
 from distill.losses.kd import kd_loss
 from distill.models import count_parameters
 from distill.modules.distill import DistillModule
+from distill.tasks import get_task
+from distill.teacher import Teacher, TeacherSettings, build_teacher
 
 IMPORTANCES = ("magnitude", "lamp", "taylor")
 
@@ -93,8 +95,9 @@ def macs(network: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(count)
 
 
-def taylor_loss(source: Trained, teacher: nn.Module, images: int) -> Callable[[nn.Module], Tensor]:
-    """The distillation loss (T=4) of a network against ``teacher`` on the source's first ``images`` training inputs.
+def taylor_loss(source: Trained, teacher: Teacher, images: int, temperature: float) -> Callable[[nn.Module], Tensor]:
+    """The distillation loss (at ``temperature``) of a network against ``teacher`` on the source's first
+    ``images`` training inputs.
 
     The inputs are the unaugmented training split in order (``DistillData.training_inputs``), so
     pruning again on resume ranks the channels exactly as the first time.
@@ -102,8 +105,7 @@ def taylor_loss(source: Trained, teacher: nn.Module, images: int) -> Callable[[n
     if images < 1:
         raise UsageError(f"taylor_images must be >= 1, got {images}")
     data = rebuild_data(source)
-    if isinstance(teacher, TeacherView) and getattr(data, "normalization", None) is not None:
-        teacher.set_data_normalization(*data.normalization)
+    teacher.attach(data)
     batches, taken = [], 0
     for inputs, _ in data.training_inputs():
         batches.append(inputs[:images - taken].cpu())
@@ -114,14 +116,32 @@ def taylor_loss(source: Trained, teacher: nn.Module, images: int) -> Callable[[n
         targets = [teacher(batch) for batch in batches]  # (B, K) each
 
     def loss_of(network: nn.Module) -> Tensor:
-        total = sum(kd_loss(network(batch), target, 4.0) * len(batch) for batch, target in zip(batches, targets))
+        total = sum(kd_loss(network(batch), target, temperature) * len(batch) for batch, target in zip(batches, targets))
         return total / taken
 
     return loss_of
 
 
+def prune_source(source: Trained, input_shape: tuple[int, ...], ratio: float, importance: str = "magnitude",
+                 round_to: int | None = None, iterative_steps: int = 1, target_macs_reduction: float | None = None,
+                 loss_of: Callable[[nn.Module], Tensor] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The source checkpoint's network with channels removed, and what pruning did (plain values).
+
+    Raises:
+        UsageError: bad pruning settings.
+    """
+    network = source.network
+    before = {"params": count_parameters(network), "macs": macs(network, input_shape)}
+    prune_channels(network, input_shape, ratio, importance, round_to, iterative_steps, target_macs_reduction, loss_of)
+    after = {"params": count_parameters(network), "macs": macs(network, input_shape)}
+    return network, {"source_ckpt": str(source.path), "importance": importance, "source_params": before["params"],
+                     "source_macs": before["macs"], "macs": after["macs"],
+                     "macs_reduction": before["macs"] / max(after["macs"], 1),
+                     "params_reduction": before["params"] / max(after["params"], 1)}
+
+
 class PruneModule(DistillModule):
-    """Prunes a trained network's channels (``source_ckpt``), then distills the teacher into what is left.
+    """A distillation of a pruned network: ``source_ckpt``'s channels removed, then fine-tuned against the teacher.
 
     The pruned network's checkpoints hold its narrower layers as plain tensors: it is evaluated,
     exported and used as a teacher like any other (``distill.checkpoint`` rebuilds it at its widths).
@@ -131,8 +151,9 @@ class PruneModule(DistillModule):
         source_ckpt: The trained network to prune (by default the demo's student).
         pruning_ratio: Fraction of channels removed from each prunable layer, in (0, 1).
         importance: How channels are ranked: ``magnitude``, ``lamp`` or ``taylor`` (gradients of the
-            distillation loss against the teacher, T=4, on the first ``taylor_images`` training
-            inputs of the data the source was trained on, unaugmented and in order: deterministic).
+            distillation loss against the teacher, at the method's temperature, on the first
+            ``taylor_images`` training inputs of the data the source was trained on, unaugmented and
+            in order: deterministic).
         round_to: Keep channel counts multiples of this (e.g. 8 or 16 for vectorized kernels); None: any.
         iterative_steps: Reach the ratio in this many steps (importance re-measured at each).
         target_macs_reduction: Stop pruning, step by step toward ``pruning_ratio``, once the MACs are
@@ -150,33 +171,25 @@ class PruneModule(DistillModule):
         source = load_trained(source_ckpt)
         if model is not None and model != source.hparams["model"]:
             raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
-        self._source = source
-        kwargs.setdefault("model_kwargs", source.hparams.get("model_kwargs"))
-        super().__init__(model=source.hparams["model"], **kwargs)
-        self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
-        del self._source
-
-    def build_network(self) -> nn.Module:
-        hp, source = self.hparams, self._source
-        if source.hparams["num_classes"] != hp.num_classes or tuple(source.hparams["input_shape"]) != tuple(hp.input_shape):
+        num_classes, shape = kwargs.get("num_classes", 10), tuple(kwargs.get("input_shape", (1, 28, 28)))
+        if source.hparams["num_classes"] != num_classes or tuple(source.hparams["input_shape"]) != shape:
             raise UsageError(f"source {source.path} was trained for {source.hparams['num_classes']} classes of "
-                             f"{tuple(source.hparams['input_shape'])} inputs, the data has {hp.num_classes} of "
-                             f"{tuple(hp.input_shape)}")
-        network = source.network
-        shape = tuple(hp.input_shape)
-        before = {"params": count_parameters(network), "macs": macs(network, shape)}
+                             f"{tuple(source.hparams['input_shape'])} inputs, the data has {num_classes} of {shape}")
         loss_of = None
-        if hp.importance == "taylor":
-            teacher, _ = self._load_teacher(self._teacher_given["teacher"])
-            loss_of = taylor_loss(source, teacher, hp.taylor_images)
-        prune_channels(network, shape, hp.pruning_ratio, hp.importance, hp.round_to, hp.iterative_steps,
-                       hp.target_macs_reduction, loss_of)
-        after = {"params": count_parameters(network), "macs": macs(network, shape)}
-        self.pruning = {"source_ckpt": str(source.path), "importance": hp.importance, "source_params": before["params"],
-                        "source_macs": before["macs"], "macs": after["macs"],
-                        "macs_reduction": before["macs"] / max(after["macs"], 1),
-                        "params_reduction": before["params"] / max(after["params"], 1)}
-        return network
+        if importance == "taylor":  # the teacher, built once, ranks the channels and then teaches the pruned network
+            task = get_task(kwargs.get("task"))
+            method: Distiller = kwargs.get("method") or DISTILLERS.get(task.default_method)()
+            teacher = build_teacher(TeacherSettings.from_hparams(kwargs), num_classes, shape, task.name,
+                                    reads_features=method_name(method) if method.teacher_features else None)
+            if kwargs.get("channels_last", True):  # as the stage will run it
+                teacher = teacher.to(memory_format=torch.channels_last)
+            kwargs = {**kwargs, "teacher": teacher, "teacher_ckpt": None}
+            loss_of = taylor_loss(source, teacher, taylor_images, getattr(method, "temperature", 4.0))
+        network, pruning = prune_source(source, shape, pruning_ratio, importance, round_to, iterative_steps,
+                                             target_macs_reduction, loss_of)
+        super().__init__(model=network, model_kwargs=source.hparams.get("model_kwargs"), **kwargs)
+        self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
+        self.pruning = pruning
 
     def report_metrics(self) -> dict[str, Any]:
         return {**super().report_metrics(), **self.pruning}

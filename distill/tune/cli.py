@@ -18,7 +18,6 @@ from typing import Any
 from rich.console import Console
 
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.metrics import shown
 from distill.tune import report
 from distill.tune.space import Space, flags, read_space, representative, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
@@ -116,13 +115,13 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
 
     def progress(study: Any, trial: Any) -> None:
         with lock:
-            figure = report.figure_of(study)
-            value = "-" if trial.value is None else shown(trial.value, figure)
+            task = report.task_of_study(study)
+            value = "-" if trial.value is None else task.shown(trial.value)
             best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) else None
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-            console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val {report.NAMES[figure]} {value:>7}  "
+            console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val {task.headline_label} {value:>7}  "
                           f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {params}"
-                          + (f"  | best #{best.number} {shown(best.value, figure)}" if best else ""))
+                          + (f"  | best #{best.number} {task.shown(best.value)}" if best else ""))
             first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
             if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
                 study.stop()
@@ -161,8 +160,8 @@ def finish(stage: str, space: Space, study: Any, out_dir: Path, sampler: str, st
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-    figure = report.figure_of(study)
-    name = report.NAMES[figure]
+    task = report.task_of_study(study)
+    figure, name = task.headline, task.headline_label
     summary: dict[str, Any] = {
         "study": study.study_name, "stage": stage, "sampler": sampler, "seed": seed,
         "storage": storage or str(out_dir / "study.journal"), "trials": states,
@@ -179,8 +178,8 @@ def finish(stage: str, space: Space, study: Any, out_dir: Path, sampler: str, st
                                f"test_{figure}": baseline.user_attrs.get(f"test_{figure}"), "params": baseline.params}
     written = report.write(out_dir, study, summary, best_config)
     if best is not None:
-        console.print(f"best: trial {best.number}, val {name} {shown(best.value, figure)} {best.params}"
-                      + (f"; baseline (trial {baseline.number}) {shown(baseline.value, figure)}" if baseline else ""))
+        console.print(f"best: trial {best.number}, val {name} {task.shown(best.value)} {best.params}"
+                      + (f"; baseline (trial {baseline.number}) {task.shown(baseline.value)}" if baseline else ""))
     console.print(f"wrote {', '.join(p.name for p in written)} in {out_dir}")
     return summary
 

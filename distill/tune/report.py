@@ -12,13 +12,17 @@ from typing import Any
 import yaml
 
 from distill.run_dir import atomic_write, atomic_write_text
+from distill.tasks import TASKS, Task, get_task
 
-NAMES = {"acc": "acc", "r2": "R²"}  # the figure a trial is scored by: accuracy, or R² for a regression target
+def task_of_study(study: Any) -> Task:
+    """The task the study's trials train on, as the first finished trial recorded it (classification before any)."""
+    figure = next((t.user_attrs["figure"] for t in study.get_trials(deepcopy=False) if "figure" in t.user_attrs), None)
+    return next((get_task(name) for name in TASKS.names() if get_task(name).headline == figure), get_task(None))
 
 
 def figure_of(study: Any) -> str:
-    """``acc``, or ``r2`` when the study's trials train on a regression target."""
-    return next((t.user_attrs["figure"] for t in study.get_trials(deepcopy=False) if "figure" in t.user_attrs), "acc")
+    """The figure trials are scored by: the task's headline (``acc``; ``r2`` for a regression target)."""
+    return task_of_study(study).headline
 
 
 def columns(figure: str) -> list[str]:
@@ -37,9 +41,9 @@ def rows(study: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _cell(value: Any, figure: str = "acc") -> str:
+def _cell(value: Any, task: Task | None = None) -> str:
     if isinstance(value, float):
-        if figure == "r2":
+        if task is not None and task.plot_scale == 1:  # a figure shown as it is (R²)
             return f"{value:.4f}"
         return f"{100 * value:.2f}" if value <= 1.0 else f"{value:.1f}"
     return "" if value is None else str(value)
@@ -48,9 +52,9 @@ def _cell(value: Any, figure: str = "acc") -> str:
 def write(out_dir: Path, study: Any, summary: dict[str, Any], best_config: dict[str, Any] | None) -> list[Path]:
     """Writes trials.csv, trials.md, summary.json, best.yaml (when a trial completed) and the plots; returns their paths."""
     table = rows(study)
-    figure = figure_of(study)
-    name = "accuracy" if figure == "acc" else NAMES[figure]
-    shown_as = "%" if figure == "acc" else ""
+    task = task_of_study(study)
+    figure, name = task.headline, task.headline_label
+    shown_as = "%" if task.plot_scale == 100 else ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns(figure))
     writer.writeheader()
@@ -59,11 +63,11 @@ def write(out_dir: Path, study: Any, summary: dict[str, Any], best_config: dict[
     atomic_write_text(written[0], buffer.getvalue())
     lines = [f"# Search {summary['study']}: {summary['stage']} stage, {summary['sampler']} sampler", "",
              f"Objective: best validation {name} of the run (test {name} recorded, never optimized).", "",
-             f"| # | state | val {NAMES[figure]} {shown_as} | test {NAMES[figure]} {shown_as} | epochs | s | params |",
+             f"| # | state | val {name} {shown_as} | test {name} {shown_as} | epochs | s | params |",
              "|---|---|---:|---:|---:|---:|---|"]
     for r in table:
-        lines.append(f"| {r['number']} | {r['state']} | {_cell(r[f'val_{figure}'], figure)} | "
-                     f"{_cell(r[f'test_{figure}'], figure)} | "
+        lines.append(f"| {r['number']} | {r['state']} | {_cell(r[f'val_{figure}'], task)} | "
+                     f"{_cell(r[f'test_{figure}'], task)} | "
                      f"{_cell(r['epochs'])} | {_cell(r['seconds'])} | `{r['params']}` |")
     atomic_write_text(written[1], "\n".join(lines) + "\n")
     atomic_write_text(written[2], json.dumps(summary, indent=2, default=str) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -29,18 +30,10 @@ from torch import Tensor
 from distill.data.interface import DistillData
 from distill.errors import UsageError
 from distill.run_dir import atomic_write
+from distill.teacher.teacher import Teacher
 
 CACHE_DIR = "teacher_logits"
 DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_path(directory: str | Path, teacher_identity: str, key: str) -> Path:
@@ -119,14 +112,35 @@ def open_table(path: Path, memory_limit_mb: float, device: torch.device | str = 
     return LogitTable(array, device=device if in_memory else "cpu", in_memory=in_memory)
 
 
+@dataclass(frozen=True)
+class TableRequest:
+    """What a distillation system asks the cache to keep: the teacher, and what one row of it holds.
+
+    Attributes:
+        teacher: The frozen teacher (its identity, views and home key the table).
+        columns: What a row holds: ``logits``, or ``logits+NAME:D`` with pooled features beside them.
+        rows: Model-ready inputs (B, ...) -> rows (B, columns' width), computed without autograd.
+        needed: False when the method ignores the teacher (alpha=0): nothing is run or cached.
+        unfit: The method's reason its teacher outputs cannot be cached, or None.
+    """
+
+    teacher: Teacher
+    columns: str
+    rows: Callable[[Tensor], Tensor]
+    needed: bool = True
+    unfit: str | None = None
+
+
 class TeacherCache(Callback):
     """At the start of fit, gives a distillation system cached teacher logits where they are valid.
 
-    The cache serves when the method reads only the teacher's logits (or, beside them, features
-    that are one vector per sample, such as CRD's pooled ``penultimate``: cached in the same row) and
-    every random transform of the training inputs is one the teacher is invariant to (none, or flips
-    for a teacher averaged over mirrored views). Otherwise the teacher runs online, and the reason is printed.
-    Rank 0 builds the table; every process then opens the same file.
+    The system says what to keep (``table_request()``, a ``TableRequest``) and takes the table in
+    ``cached_logits``; nothing else of it is read. The cache serves when the method reads only the
+    teacher's logits (or, beside them, features that are one vector per sample, such as CRD's
+    pooled ``penultimate``: cached in the same row) and every random transform of the training
+    inputs is one the teacher is invariant to (none, or flips for a teacher averaged over mirrored
+    views). Otherwise the teacher runs online, and the reason is printed. Rank 0 builds the table;
+    every process then opens the same file.
 
     Args:
         dtype: Storage type of the table: ``float32`` (exact) or ``float16`` (half the disk and memory).
@@ -144,15 +158,15 @@ class TeacherCache(Callback):
         self.memory_limit_mb = memory_limit_mb
         self.path: Path | None = None
 
-    def reason_not_cached(self, module: Any, data: Any) -> str | None:
-        """Why the teacher's logits are not cached for this run, or None when they are."""
+    def reason_not_cached(self, request: TableRequest, data: Any) -> str | None:
+        """Why the teacher's outputs are not cached for this run, or None when they are."""
         if not self.enabled:
             return "teacher_cache is off"
-        if module.distiller.teacher_features and module.cached_feature_widths is None:
-            return "the method reads the teacher's intermediate feature maps, too large to cache"
+        if request.unfit is not None:
+            return request.unfit
         if data is None or not isinstance(data, DistillData):
             return "the DataModule does not answer distill.data.DistillData (its batches carry no sample indices)"
-        varying = data.random_transforms() - module.teacher_invariances()
+        varying = data.random_transforms() - request.teacher.invariances()
         if varying:
             return f"inputs are randomly augmented ({', '.join(sorted(varying))}) and the teacher's output varies with it"
         return None
@@ -160,34 +174,32 @@ class TeacherCache(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         module: Any = pl_module
         module.cached_logits = None
-        if not module.distiller.needs_teacher:
+        request: TableRequest = module.table_request()
+        if not request.needed:
             rank_zero_info("teacher: not run (the method ignores it, e.g. alpha=0)")
             return
         data = trainer.datamodule
-        why = self.reason_not_cached(module, data)
+        why = self.reason_not_cached(request, data)
         if why is not None:
             rank_zero_info(f"teacher: online, run under no_grad on every training batch ({why})")
             return
-        key = f"{data.fingerprint()}|views={module.teacher_views()}|dtype={self.dtype}"
-        columns = module.teacher_table_columns()
-        if columns != "logits":  # unchanged for logits alone: existing caches stay valid
-            key += f"|columns={columns}"
-        path = cache_path(module.teacher_cache_dir(), module.teacher_identity(), key)
+        key = f"{data.fingerprint()}|views={request.teacher.views()}|dtype={self.dtype}"
+        if request.columns != "logits":  # unchanged for logits alone: existing caches stay valid
+            key += f"|columns={request.columns}"
+        path = cache_path(request.teacher.cache_dir(trainer.default_root_dir), request.teacher.identity(), key)
         start = time.perf_counter()
         # Built once, by one process; every process then reads the same file.
         verb = "loaded"
         if trainer.is_global_zero and open_table(path, 0) is None:
-            batches = ((module.to_memory_format(inputs), indices)
-                       for inputs, indices in data.training_inputs())
-            build_table(module.teacher_table_rows, batches, data.num_training_samples(), path, self.dtype,
-                        module.device)
+            build_table(request.rows, data.training_inputs(), data.num_training_samples(), path, self.dtype,
+                        pl_module.device)
             verb = "computed"
         trainer.strategy.barrier("teacher_cache")
-        table = open_table(path, self.memory_limit_mb, module.device)
+        table = open_table(path, self.memory_limit_mb, pl_module.device)
         if table is None or len(table) != data.num_training_samples():
             raise UsageError(f"teacher logits cache {path} is unreadable; delete it and run again")
         module.cached_logits = table
         where = "in memory" if table.in_memory else "memory-mapped"
-        what = "logits" if columns == "logits" else columns.replace("+", " and ")
+        what = "logits" if request.columns == "logits" else request.columns.replace("+", " and ")
         rank_zero_info(f"teacher: cached {what} {verb} in {time.perf_counter() - start:.1f} s ({path}, {self.dtype}, "
                        f"{where}); looked up by index, the teacher does not run during training")

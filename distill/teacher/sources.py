@@ -42,6 +42,15 @@ class LoadedTeacher:
     file: Path | None = None  # the checkpoint or weights file: teacher caches are kept beside it
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def state_digest(network: nn.Module) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of a network's parameters and buffers."""
     digest = hashlib.sha256()
