@@ -6,8 +6,10 @@ composes with any of them the same way: ``lr(step) = base_lr * warmup(step) * de
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,46 +25,39 @@ PLATEAU = "plateau"  # the one schedule driven by a validation metric, not by th
 
 
 @OPTIMIZERS.register
-def sgd(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-        eps: float) -> Optimizer:
+def sgd(params: list[dict], lr: float, momentum: float, nesterov: bool) -> Optimizer:
     if nesterov and momentum <= 0:
         raise UsageError("nesterov needs momentum > 0")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
 @OPTIMIZERS.register
-def adam(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-         eps: float) -> Optimizer:
+def adam(params: list[dict], lr: float, betas: tuple[float, float], eps: float) -> Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
 
 
 @OPTIMIZERS.register
-def adamw(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-          eps: float) -> Optimizer:
+def adamw(params: list[dict], lr: float, betas: tuple[float, float], eps: float) -> Optimizer:
     return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps)
 
 
 @OPTIMIZERS.register
-def adamax(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-           eps: float) -> Optimizer:
+def adamax(params: list[dict], lr: float, betas: tuple[float, float], eps: float) -> Optimizer:
     return torch.optim.Adamax(params, lr=lr, betas=betas, eps=eps)
 
 
 @OPTIMIZERS.register
-def adagrad(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-            eps: float) -> Optimizer:
+def adagrad(params: list[dict], lr: float, eps: float) -> Optimizer:
     return torch.optim.Adagrad(params, lr=lr, eps=eps)
 
 
 @OPTIMIZERS.register
-def adadelta(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-             eps: float) -> Optimizer:
+def adadelta(params: list[dict], lr: float, eps: float) -> Optimizer:
     return torch.optim.Adadelta(params, lr=lr, eps=eps)
 
 
 @OPTIMIZERS.register
-def rmsprop(params: list[dict], lr: float, momentum: float, nesterov: bool, betas: tuple[float, float],
-            eps: float) -> Optimizer:
+def rmsprop(params: list[dict], lr: float, momentum: float, eps: float) -> Optimizer:
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, eps=eps)
 
 
@@ -88,6 +83,12 @@ def l2_penalty(params: Iterable[Tensor]) -> Tensor:
     return 0.5 * sum((p.pow(2).sum() for p in params), torch.zeros(()))
 
 
+def used_by(factory: Callable[..., Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings ``factory`` declares: each optimizer's signature names only what it uses."""
+    accepted = inspect.signature(factory).parameters
+    return {name: value for name, value in settings.items() if name in accepted}
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, decay_norm_and_bias: bool,
                     momentum: float = 0.9, nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
                     eps: float = 1e-8) -> Optimizer:
@@ -102,7 +103,8 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return factory(groups, lr=lr, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    settings = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps}
+    return factory(groups, **used_by(factory, settings))
 
 
 # Schedules: each returns decay(step) for steps counted after warmup, over `steps` steps.

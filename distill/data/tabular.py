@@ -24,6 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from distill.data.datamodule import EpochShuffle, IndexedTensors
 from distill.data.preprocess import apply_preprocessing, fit_preprocessing, output_width
 from distill.errors import UsageError
+from distill.tasks import get_task
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -224,14 +225,8 @@ class TabularDataModule(LightningDataModule):
         t = header.index(self.target)
         rows = [r for r in rows if not is_missing(r[t])]  # rows without a target teach nothing
         values = [r[t].strip() for r in rows]
-        if self.task == "regression":
-            self.classes: tuple[str, ...] = ()
-            labels = np.array([parse_number(v, self.target, i + 2) for i, v in enumerate(values)], dtype=np.float32)
-        else:
-            self.classes = tuple(sorted(set(values)))
-            if len(self.classes) < 2:
-                raise UsageError(f"target {self.target} takes {len(self.classes)} value(s); classification needs 2 or more")
-            labels = np.array([self.classes.index(v) for v in values])
+        task = get_task(self.task)
+        labels, self.classes = task.encode_targets(values, self.target)
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
         n_test = max(1, round(len(rows) * self.hparams.test_fraction))
         n_val = round(len(rows) * self.hparams.val_fraction)
@@ -241,19 +236,17 @@ class TabularDataModule(LightningDataModule):
         pool = np.concatenate([train, val])
         if fitted is None:  # fitted on the training rows only, never on validation or test rows
             h = self.hparams
-            if self.task == "regression" and h.reduction == "lda":
-                raise UsageError("--data.reduction lda needs classes; a regression target has none (use pca)")
+            if not task.has_classes and h.reduction == "lda":
+                raise UsageError(f"--data.reduction lda needs classes; a {task.name} target has none (use pca)")
             fitted = fit_preprocessing(numeric[train], categorical[train], labels[train], impute=h.impute,
                                        missing_indicator=h.missing_indicator, encoding=h.encoding, scaling=h.scaling,
                                        reduction=h.reduction, n_components=h.n_components,
                                        numeric_names=self.numeric_columns, categorical_names=self.categorical_columns)
-            if self.task == "regression":  # the networks learn z-scored targets; predictions come back in units
-                fitted = {**fitted, "target_mean": float(labels[train].mean()),
-                          "target_std": float(labels[train].std()) or 1.0}
+            fitted = {**fitted, **task.fit_targets(labels[train])}
             self.hparams["fitted"] = fitted  # saved with every checkpoint: evaluation applies the same transform
         self.fitted = fitted
         features = torch.from_numpy(apply_preprocessing(numeric, categorical, fitted))
-        targets = torch.from_numpy(labels) if self.task == "regression" else torch.from_numpy(labels).long()
+        targets = task.target_tensor(labels)
         self.train_x, self.train_y = features[pool], targets[pool]
         self.test_x, self.test_y = features[test], targets[test]
         self.train_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train)))
@@ -267,14 +260,12 @@ class TabularDataModule(LightningDataModule):
     # -- DistillData -----------------------------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        return len(self.classes) if self.task == "classification" else 1
+        return get_task(self.task).output_width(self.classes)
 
     @property
     def target_scale(self) -> tuple[float, float] | None:
-        """Regression: mean and standard deviation of the training targets (None for classification)."""
-        if self.task != "regression":
-            return None
-        return self.fitted["target_mean"], self.fitted["target_std"]
+        """What the task scales outputs by: a regression's training-target mean and std (None for classification)."""
+        return get_task(self.task).target_scale(self.fitted)
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
@@ -45,6 +46,29 @@ class Task:
     def monitor(self) -> str:
         """The validation figure that picks the best checkpoint (higher is better)."""
         return f"val/{self.headline}"
+
+    # --- the labels -----------------------------------------------------------------------------------
+    has_classes: bool = True  # whether targets are classes (class names, LDA, top-k)
+
+    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
+        """A table's target cells -> (labels (N,), class names); ``first_line``: the file line of ``values[0]``."""
+        raise NotImplementedError
+
+    def target_tensor(self, labels: np.ndarray) -> Tensor:
+        """Encoded labels as the batches carry them."""
+        raise NotImplementedError
+
+    def fit_targets(self, labels: np.ndarray) -> dict[str, float]:
+        """Plain values fitted on the training labels, saved with the data's preprocessing."""
+        return {}
+
+    def target_scale(self, fitted: dict[str, Any]) -> tuple[float, float] | None:
+        """The (mean, std) the network's outputs are scaled by, from ``fit_targets``' values; None: none."""
+        return None
+
+    def output_width(self, classes: tuple[str, ...]) -> int:
+        """The network's outputs per sample."""
+        return len(classes)
 
     # --- the network and its training ---------------------------------------------------------------
     def check_outputs(self, num_classes: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from distill import metrics
+from distill.errors import UsageError
 from distill.tasks.base import Task, percent
 
 
@@ -29,6 +31,16 @@ class Classification(Task):
                      "size ×: file size against its PyTorch weights.")
     plot_scale = 100.0
     summary_columns = ("acc %", "F1 %", "val acc %")
+
+    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
+        classes = tuple(sorted(set(values)))
+        if len(classes) < 2:
+            raise UsageError(f"target {column} takes {len(classes)} value(s); classification needs 2 or more")
+        index = {name: i for i, name in enumerate(classes)}
+        return np.array([index[v] for v in values]), classes
+
+    def target_tensor(self, labels: np.ndarray) -> Tensor:
+        return torch.from_numpy(labels).long()
 
     def metrics(self, num_classes: int) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),

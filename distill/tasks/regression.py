@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -32,6 +34,30 @@ class Regression(Task):
     artifact_note = ("Δ pts: change of R² × 100 against the same network in PyTorch; MSE to fp32: mean squared "
                      "distance to its predictions, in the target's units; size ×: file size against its PyTorch weights.")
     summary_columns = ("MSE", "MAE", "R²", "val R²")
+
+    has_classes = False
+
+    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
+        labels = np.empty(len(values), dtype=np.float32)
+        for i, value in enumerate(values):
+            try:
+                labels[i] = float(value)
+            except ValueError:
+                raise UsageError(f"column {column}, line {first_line + i}: {value!r} is not a number") from None
+        return labels, ()
+
+    def target_tensor(self, labels: np.ndarray) -> Tensor:
+        return torch.from_numpy(labels)
+
+    def fit_targets(self, labels: np.ndarray) -> dict[str, float]:
+        # the networks learn z-scored targets; predictions come back in units
+        return {"target_mean": float(labels.mean()), "target_std": float(labels.std()) or 1.0}
+
+    def target_scale(self, fitted: dict[str, Any]) -> tuple[float, float] | None:
+        return fitted["target_mean"], fitted["target_std"]
+
+    def output_width(self, classes: tuple[str, ...]) -> int:
+        return 1
 
     def check_outputs(self, num_classes: int) -> None:
         if num_classes != 1:
