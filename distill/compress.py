@@ -16,6 +16,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,29 @@ def interleaved_speed(models: dict[str, Any], input_shape: tuple[int, ...], runs
                    "threads": torch.get_num_threads()} for name, rows in per_round.items()}
 
 
+@dataclass
+class Artifact:
+    """One deployable form of one network (PyTorch, ONNX fp32 or int8), before it is measured."""
+
+    name: str
+    format: str
+    runtime: str
+    runner: Any = field(repr=False)  # what runs it: the network, or an onnxruntime session
+    file: str | None
+    bytes: int
+    source: dict[str, Any]  # role, architecture, checkpoint, parameters and FLOPs of the network it comes from
+    parity: dict[str, float] | None = None  # ONNX against PyTorch on test inputs
+
+    def row(self) -> dict[str, Any]:
+        """Its plain row, to which measurement and comparison add their figures."""
+        row = {**self.source, "name": self.name, "format": self.format, "runtime": self.runtime, "file": self.file,
+               "bytes": self.bytes}
+        return {**row, "parity": self.parity} if self.parity is not None else row
+
+
 def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
-                 check_inputs: torch.Tensor) -> list[dict[str, Any]]:
-    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network: their rows, before measurement."""
+                 check_inputs: torch.Tensor) -> list[Artifact]:
+    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network, written and checked, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
     onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
@@ -77,12 +98,11 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     for path, fmt in ((onnx_path, "onnx fp32"), (int8_path, "onnx int8")):
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt}, indent=2) + "\n")
     return [
-        {**base, "name": f"{role} (PyTorch)", "format": "pytorch fp32", "runtime": "torch eager", "model_obj": network,
-         "file": None, "bytes": cost.weights_bytes(network)},
-        {**base, "name": f"{role} (ONNX fp32)", "format": "onnx fp32", "runtime": "onnxruntime CPU", "model_obj": fp32,
-         "file": onnx_path.name, "bytes": file_bytes(onnx_path), "parity": parity},
-        {**base, "name": f"{role} (ONNX int8)", "format": "onnx int8 (QDQ, per-channel)", "runtime": "onnxruntime CPU",
-         "model_obj": OnnxClassifier(int8_path), "file": int8_path.name, "bytes": file_bytes(int8_path)},
+        Artifact(f"{role} (PyTorch)", "pytorch fp32", "torch eager", network, None, cost.weights_bytes(network), base),
+        Artifact(f"{role} (ONNX fp32)", "onnx fp32", "onnxruntime CPU", fp32, onnx_path.name, file_bytes(onnx_path),
+                 base, parity),
+        Artifact(f"{role} (ONNX int8)", "onnx int8 (QDQ, per-channel)", "onnxruntime CPU", OnnxClassifier(int8_path),
+                 int8_path.name, file_bytes(int8_path), base),
     ]
 
 
@@ -106,15 +126,16 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out_dir.parent))
     try:
-        rows: list[dict[str, Any]] = []
+        artifacts: list[Artifact] = []
         for role, trained in sources.items():
-            rows += artifacts_of(role, trained, work, data, calibration, check_inputs)
+            artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs)
         input_shape = tuple(sources[reference].hparams["input_shape"])
-        speeds = interleaved_speed({r["name"]: r["model_obj"] for r in rows}, input_shape, latency_runs)
+        speeds = interleaved_speed({a.name: a.runner for a in artifacts}, input_shape, latency_runs)
         logits_of: dict[str, torch.Tensor] = {}
         task = get_task(sources[reference].hparams.get("task"))
-        for row in rows:
-            logits, labels = test_outputs(row["model_obj"], data, "cpu")
+        rows = [a.row() for a in artifacts]
+        for row, artifact in zip(rows, artifacts):
+            logits, labels = test_outputs(artifact.runner, data, "cpu")
             logits_of[row["name"]] = logits
             quality = task.quality(logits, labels)
             row.update({figure: quality[figure] for figure in task.figures})
@@ -153,7 +174,6 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
         row[f"{key}_fp32"] = value  # against the same network in PyTorch
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
         row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
-        row.pop("model_obj")
     student = by_name[f"{reference} (PyTorch)"]
     budget = student[figure] - max_drop / 100
     candidates = [r for r in rows if r["role"] != "teacher" and r[figure] >= budget - 1e-12]

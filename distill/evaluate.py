@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text
-from distill.tasks import get_task
+from distill.tasks import Task, get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 from distill.teacher.sources import KINDS
 
@@ -88,26 +89,95 @@ def built_teacher(spec: str, students: list[Trained]) -> Trained:
                    student.data_hparams, student.data_module)
 
 
-def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
-             batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
-             console: Console | None = None, export_safetensors: bool = False,
-             teacher_tta: str | None = None) -> dict[str, Any]:
-    """Runs the whole comparison and writes the report; returns what ``compare.json`` holds.
+@dataclass
+class Measured:
+    """One model measured on the test set and the CPU (and GPU), before it is compared with any other."""
 
-    ``teacher_tta`` evaluates the teacher averaged over those test-time views, as a student stage's
-    ``--model.teacher_tta`` taught with it (shifted views bordered as the data's training crop pads).
-    """
-    console = console or Console()
-    paths = [teacher, *students]
-    if teacher_tta and teacher.suffix == ".onnx":
-        raise UsageError("--teacher_tta needs the teacher's checkpoint, not an ONNX file")
+    name: str
+    role: str  # teacher or student
+    checkpoint: str
+    model: str  # the architecture, with the view set it was evaluated under
+    test_samples: int
+    quality: dict[str, Any]  # the task's figures (``Task.quality``)
+    format: str
+    params: int
+    flops: int
+    weights_bytes: int
+    cpu: dict[str, float]
+    gpu: dict[str, float] | None = None
+    method: str | None = None  # a distilled student's method and settings, as it ran
+    method_settings: dict[str, Any] | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The plain row ``compare.json`` holds (quality figures at the top level)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "quality" and v is not None}
+        return {**{k: out.pop(k) for k in ("name", "role", "checkpoint", "model", "test_samples")}, **self.quality, **out}
+
+
+def measure(name: str, role: str, trained: Trained, classifier: Any, tta: str, data: Any, device: torch.device,
+            task: Task, latency_runs: int) -> tuple[Measured, Tensor, Tensor]:
+    """Quality on the whole test set and cost of one model; also its test outputs and the labels."""
+    outputs, labels = test_outputs(classifier, data, device)
+    input_shape = tuple(trained.hparams["input_shape"])
+    model = classifier.cpu()
+    if isinstance(model, OnnxClassifier):  # its source's counts, recorded by distill.compress
+        counts = {"format": trained.hparams["format"], "params": trained.hparams["params"],
+                  "flops": trained.hparams["flops"], "weights_bytes": file_bytes(trained.path)}
+    else:
+        counts = {"format": "pytorch fp32", **cost.cost(model, input_shape)}
+    gpu = None
+    if torch.cuda.is_available() and isinstance(model, nn.Module):
+        gpu = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
+        model.cpu()
+    measured = Measured(name, role, str(trained.path), label(trained.hparams["model"], tta), len(labels),
+                        task.quality(outputs, labels), cpu=cost.speed(model, input_shape, torch.device("cpu"),
+                                                                       runs=latency_runs),
+                        gpu=gpu, method=trained.hparams.get("method") if trained.hparams.get("method_settings") is not None
+                        else None, method_settings=trained.hparams.get("method_settings"), **counts)
+    return measured, outputs, labels
+
+
+def compare(measured: list[Measured], outputs: list[Tensor], task: Task) -> list[dict[str, Any]]:
+    """Rows of the report: each model's measurements, and each student's closeness and ratios to the teacher."""
+    rows = [m.row() for m in measured]
+    base = rows[0]
+    for row, output in zip(rows[1:], outputs[1:]):
+        key, value = task.closeness(output, outputs[0])
+        row[f"{key}_teacher"] = value
+        row["ratios"] = {
+            "params": row["params"] / base["params"],
+            "flops": row["flops"] / base["flops"],
+            "cpu_latency": row["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
+            "cpu_throughput": row["cpu"]["throughput"] / base["cpu"]["throughput"],
+            **task.kept(row, base),
+        }
+    return rows
+
+
+def load_models(teacher: Path, students: list[Path]) -> list[Trained]:
+    """The teacher (a file, or a spec a student recorded) and the students, checked to share one task."""
     if is_built_teacher(str(teacher)):  # rebuilt from what a student recorded: read the students first
         students_loaded = [load_artifact(p) for p in students]
         models = [built_teacher(str(teacher), students_loaded), *students_loaded]
     else:
-        models = [load_artifact(p) for p in paths]
+        models = [load_artifact(p) for p in [teacher, *students]]
     check_same_task(models)
-    names = name_models(paths)
+    return models
+
+
+def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str | None = None,
+             batch_size: int = 1000, latency_runs: int = 30, device: str = "auto",
+             console: Console | None = None, export_safetensors: bool = False,
+             teacher_tta: str | None = None) -> dict[str, Any]:
+    """Measures every model, compares them, and writes and prints the report; returns what ``compare.json`` holds.
+
+    ``teacher_tta`` evaluates the teacher averaged over those test-time views, as a student stage's
+    ``--model.teacher_tta`` taught with it (shifted views bordered as the data's training crop pads).
+    """
+    if teacher_tta and teacher.suffix == ".onnx":
+        raise UsageError("--teacher_tta needs the teacher's checkpoint, not an ONNX file")
+    models = load_models(teacher, students)
+    names = name_models([teacher, *students])
     data = rebuild_data(models[0], data_root, batch_size)
     data.setup("test")
     if isinstance(models[0].network, Teacher):
@@ -115,55 +185,25 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     # The views each classifier is evaluated under: the teacher's as asked (or as its stage once
     # recorded), every other network as it is.
     views = [teacher_tta or models[0].hparams.get("tta", "none"), *(["none"] * len(students))]
-    classifiers = [with_tta(m.network, tta, data.border_fill) for m, tta in zip(models, views)]
-    classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     eval_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                ("cpu" if device == "auto" else device))
-    input_shape = tuple(models[0].hparams["input_shape"])
     task = get_task(models[0].hparams.get("task"))
 
-    entries: list[dict[str, Any]] = []
-    outputs: list[tuple[Tensor, Tensor]] = []  # per model: its test outputs and the labels
-    teacher_logits: Tensor | None = None
-    for name, trained, model, tta in zip(names, models, classifiers, views):
-        logits, labels = test_outputs(model, data, eval_device)
-        entry: dict[str, Any] = {"name": name, "role": "teacher" if not entries else "student",
-                                 "checkpoint": str(trained.path), "model": label(trained.hparams["model"], tta),
-                                 "test_samples": len(labels), **task.quality(logits, labels)}
-        outputs.append((logits, labels))
-        if teacher_logits is None:
-            teacher_logits = logits
-        else:
-            key, value = task.closeness(logits, teacher_logits)
-            entry[f"{key}_teacher"] = value
-        model = model.cpu()
-        if isinstance(model, OnnxClassifier):  # its source's counts, recorded by distill.compress
-            entry.update(format=trained.hparams["format"], params=trained.hparams["params"],
-                         flops=trained.hparams["flops"], weights_bytes=file_bytes(trained.path))
-        else:
-            entry.update(format="pytorch fp32", **cost.cost(model, input_shape))
-        entry["cpu"] = cost.speed(model, input_shape, torch.device("cpu"), runs=latency_runs)
-        if torch.cuda.is_available() and isinstance(model, nn.Module):
-            entry["gpu"] = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
-            model.cpu()
-        if trained.hparams.get("method_settings") is not None:  # a distilled student: how, as it ran
-            entry.update(method=trained.hparams["method"], method_settings=trained.hparams["method_settings"])
-        entries.append(entry)
-
-    base = entries[0]
-    for entry in entries[1:]:
-        entry["ratios"] = {
-            "params": entry["params"] / base["params"],
-            "flops": entry["flops"] / base["flops"],
-            "cpu_latency": entry["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
-            "cpu_throughput": entry["cpu"]["throughput"] / base["cpu"]["throughput"],
-            **task.kept(entry, base),
-        }
+    measured, outputs = [], []
+    for i, (name, trained, tta) in enumerate(zip(names, models, views)):
+        classifier = with_tta(trained.network, tta, data.border_fill)
+        m, output, labels = measure(name, "teacher" if i == 0 else "student", trained, classifier, tta, data,
+                                    eval_device, task, latency_runs)
+        measured.append(m)
+        outputs.append(output)
+    entries = compare(measured, outputs, task)
+    classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
     report = {"dataset": models[0].data_hparams.get("dataset", "?"), "task": task.name, "classes": classes,
-              "cpu_threads": torch.get_num_threads(), "input_rank": len(input_shape), "models": entries}
+              "cpu_threads": torch.get_num_threads(), "input_rank": len(models[0].hparams["input_shape"]),
+              "models": entries}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = task.plots(entries, outputs, classes, out_dir)
+    figures = task.plots(entries, [(o, labels) for o in outputs], classes, out_dir)
     figures["curves"] = plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
                                               out_dir / "training_curves.png", task)
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
@@ -173,15 +213,20 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
                 entry["safetensors"] = str(export_weights(trained.network, out_dir / f"{entry['name']}.safetensors"))
     atomic_write_text(out_dir / "compare.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", markdown(report))
+    show(report, out_dir, console or Console())
+    return report
+
+
+def show(report: dict[str, Any], out_dir: Path, console: Console) -> None:
+    """Prints the report: the two tables, each student's ratios in words, where the files are."""
+    task, base = get_task(report["task"]), report["models"][0]
     console.print(summary_table(report))
-    for entry in entries[1:]:
+    for entry in report["models"][1:]:
         r = entry["ratios"]
-        kept = " ".join(task.kept_text(r))
         console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {r['flops']:.3f}x FLOPs, "
-                      f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; {kept}")
+                      f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; {' '.join(task.kept_text(r))}")
     console.print(f"report: {out_dir / 'compare.md'}, {out_dir / 'compare.json'}, "
                   f"{', '.join(Path(p).name for p in report['figures'].values())}")
-    return report
 
 
 COST = ["model", "arch", "format", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
