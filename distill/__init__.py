@@ -29,6 +29,9 @@ _EXPORTS = {
     "register_model": "distill.models",
     "load_network": "distill.checkpoint",
     "load_trained": "distill.checkpoint",
+    "build_teacher": "distill.teacher",
+    "TeacherSettings": "distill.teacher",
+    "get_task": "distill.tasks",
 }
 __all__ = sorted(_EXPORTS)
 

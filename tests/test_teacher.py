@@ -58,3 +58,15 @@ def test_the_prune_stage_builds_its_teacher_once_under_taylor(student_run, teach
                          teacher=str(teacher_run / "best.ckpt"), num_classes=10, input_shape=(1, 28, 28))
     assert calls == [str(teacher_run / "best.ckpt")]  # ranked the channels, then teaches: one load
     assert module.hparams["teacher"] == str(teacher_run / "best.ckpt") and module.hparams["model"] != "object"
+
+
+def test_from_python_a_network_or_a_built_teacher_is_taken_and_recorded_by_name():
+    import distill
+    from distill.models import create_model
+
+    network = create_model("cnn_tiny", num_classes=10, in_channels=1)
+    teacher = distill.build_teacher(distill.TeacherSettings(spec=network), 10, (1, 28, 28))
+    assert teacher.kind == "object" and teacher.spec.startswith("object:") and teacher.network is network
+    student = distill.DistillModule(model="cnn_tiny", teacher=teacher, num_classes=10, input_shape=(1, 28, 28))
+    assert student.teacher is teacher and student.hparams["teacher"] == teacher.spec  # a plain value, not the module
+    assert distill.get_task("classification").default_method == type(student.distiller).__name__.lower()

@@ -111,10 +111,7 @@ class DistillModule(ClassifierSystem):
         if isinstance(given, Teacher):  # built already (the prune stage ranks channels with it)
             built = given
         else:
-            settings = TeacherSettings(
-                spec=given, kwargs=teacher_kwargs or {}, weights=teacher_weights, trust_code=teacher_trust_code,
-                input_size=teacher_input_size, normalize=teacher_normalize, output=teacher_output,
-                ensemble=teacher_ensemble, ensemble_temperature=teacher_ensemble_temperature, tta=teacher_tta)
+            settings = TeacherSettings.from_hparams(self.hparams, spec=given)  # the teacher_* arguments
             built = build_teacher(settings, self.hparams.num_classes, tuple(self.hparams.input_shape), self.task.name,
                                   reads_features=self.hparams.method if self.distiller.teacher_features else None)
         self.teacher = self.to_memory_format(built)
