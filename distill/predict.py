@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,20 @@ def model_and_data(path: Path) -> tuple[Any, Any]:
     return model, data
 
 
-def input_batches(data: Any, source: Path, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Names and model-ready inputs of what ``source`` holds: image files, or the rows of a CSV table."""
+def input_batches(data: Any, source: Path, batch_size: int) -> tuple[list[tuple[list[str], torch.Tensor]], list[str]]:
+    """Batches of (names, model-ready inputs) of what ``source`` holds, and the names of inputs left out.
+
+    Image files are named by their path; the rows of a CSV table by their line in the file, and its
+    blank rows are the ones left out (said in the output, never silently dropped).
+    """
     if hasattr(data, "read_table_file"):
-        if not source.is_file():
-            raise UsageError(f"--input {source}: a network trained on a table predicts the rows of a CSV file")
-        inputs = data.read_table_file(source)
-        for start in range(0, len(inputs), batch_size):
-            yield [str(i + 2) for i in range(start, min(start + batch_size, len(inputs)))], inputs[start:start + batch_size]
-        return
+        inputs, lines, blank = read_table(data, source)
+        names = [str(line) for line in lines]
+        return [(names[i:i + batch_size], inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)], \
+            [str(line) for line in blank]
     files = input_files(source)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        yield [str(path) for path in chunk], data.read_files(chunk)
+    return [([str(p) for p in files[i:i + batch_size]], data.read_files(files[i:i + batch_size]))
+            for i in range(0, len(files), batch_size)], []
 
 
 def input_files(source: Path) -> list[Path]:
@@ -68,11 +68,19 @@ def input_files(source: Path) -> list[Path]:
     return files
 
 
+def read_table(data: Any, source: Path) -> tuple[torch.Tensor, list[int], list[int]]:
+    """The CSV rows to predict as model inputs, their lines, and the lines of blank rows."""
+    if not source.is_file():
+        raise UsageError(f"--input {source}: a network trained on a table predicts the rows of a CSV file")
+    return data.read_table_file(source)
+
+
 @torch.no_grad()
 def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_size: int = 256) -> list[dict[str, Any]]:
     """Predicts every input file (or table row) and writes the CSV atomically; returns its rows.
 
-    A table's rows are named by their line in the file (the header is line 1).
+    A table's rows are named by their line in the file (the header is line 1); each has a ``status``
+    (``ok``, or ``blank row`` for a line with no values, whose prediction cells are empty).
     """
     model, data = model_and_data(model_path)
     model = model.eval()
@@ -83,12 +91,18 @@ def predict(model_path: Path, source: Path, out: Path, top_k: int = 3, batch_siz
     rows: list[dict[str, Any]] = []
     with Progress(transient=True) as progress:
         bar = progress.add_task("predicting", total=None)
-        for names, inputs in input_batches(data, source, batch_size):
+        batches, blank = input_batches(data, source, batch_size)
+        for names, inputs in batches:
             outputs = model(inputs).float()  # (B, K) logits, or (B, 1) predicted values
             rows += [{column: name, **fields} for name, fields in zip(names, task.prediction_rows(outputs, classes, k))]
             progress.advance(bar, len(names))
     if not rows:
         raise UsageError(f"--input {source}: nothing to predict")
+    if column == "line":  # one output row per input row, in the file's order
+        rows = [{**row, "status": "ok"} for row in rows]
+        rows += [{column: line, **{key: "" for key in rows[0] if key not in (column, "status")}, "status": "blank row"}
+                 for line in blank]
+        rows.sort(key=lambda row: int(row[column]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()

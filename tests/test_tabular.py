@@ -119,6 +119,25 @@ def test_bad_tables_and_settings_are_one_line_errors(kwargs, message, tmp_path):
         TabularDataModule(path=str(make_table(tmp_path / "t.csv")), **kwargs)
 
 
+@pytest.mark.parametrize("flag", ["categorical", "numeric", "drop"])
+def test_the_target_among_the_features_is_refused(flag, tmp_path):
+    # One-hot encoding the label into the inputs scored 100 % before: a wrong number with no word.
+    with pytest.raises(UsageError, match=f"--data.{flag} lists the target 'label'"):
+        TabularDataModule(path=str(make_table(tmp_path / "t.csv")), target="label", **{flag: ["label"]})
+
+
+def test_row_identifiers_are_named_and_tables_too_small_to_split_are_refused(tmp_path):
+    rows = [[str(1000 + i), f"{0.1 * i:.3f}", "ab"[i % 2]] for i in range(40)]  # id: a different whole number a row
+    (tmp_path / "ids.csv").write_text(table_text(["id", "x", "label"], rows))
+    with pytest.warns(UserWarning, match=r"column 'id' takes a different value on every one of the 40 rows"):
+        TabularDataModule(path=str(tmp_path / "ids.csv"), target="label")
+    (tmp_path / "three.csv").write_text(table_text(["x", "label"], [["1", "a"], ["2", "b"], ["3", "a"]]))
+    with pytest.raises(UsageError, match="has 3 rows with a target: 2 for test and 0 for validation leave 1 to train on"):
+        TabularDataModule(path=str(tmp_path / "three.csv"), target="label", test_fraction=0.5)
+    with pytest.warns(UserWarning, match="leave no validation rows: the best checkpoint is chosen on the 1 test rows"):
+        TabularDataModule(path=str(tmp_path / "three.csv"), target="label", val_fraction=0.1)
+
+
 def test_empty_files_all_missing_columns_and_words_in_numbers_are_refused(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(UsageError, match="is empty"):
@@ -152,7 +171,7 @@ def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transfor
     assert torch.equal(rebuilt.test_x, original.test_x) and rebuilt.input_shape == original.input_shape
     assert trained.network(rebuilt.test_x[:4]).shape == (4, 3)
     # A new CSV through the same transform; a column it lacks is one line.
-    assert rebuilt.read_table_file(table).shape[1] == rebuilt.input_shape[0]
+    assert rebuilt.read_table_file(table)[0].shape[1] == rebuilt.input_shape[0]
     (tmp_path / "partial.csv").write_text(table_text(["x", "label"], [["1", "class0"]]))
     with pytest.raises(UsageError, match="column 'y' is missing"):
         rebuilt.read_table_file(tmp_path / "partial.csv")
@@ -240,11 +259,14 @@ def test_regression_through_the_cli_predicts_in_the_targets_units(tmp_path):
     assert report["task"] == "regression" and report["models"][0]["r2"] == pytest.approx(teacher["test/r2"], abs=1e-5)
     assert "mse_to_teacher" in report["models"][1] and (tmp_path / "report" / "predicted_vs_true.png").is_file()
     rows = [line.split(",")[:3] for line in table.read_text().splitlines()]
-    (tmp_path / "new.csv").write_text(table_text(rows[0], rows[1:4]))
+    # A blank line inside the file: one output row per input row, numbered as the file's lines (it was
+    # dropped before, "2 predictions" for 3 rows, and every later row number shifted).
+    (tmp_path / "new.csv").write_text(table_text(rows[0], rows[1:2]) + "\n" + table_text(rows[0], rows[2:4]).split("\n", 1)[1])
     assert predict(["--model", str(tmp_path / "teacher" / "best.ckpt"), "--input", str(tmp_path / "new.csv"),
                     "--out", str(tmp_path / "p.csv")]) == 0
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[0] == "line,prediction" and len(lines) == 4 and 350 < float(lines[1].split(",")[1]) < 650
+    assert lines[0] == "line,prediction,status" and len(lines) == 5 and 350 < float(lines[1].split(",")[1]) < 650
+    assert lines[2].startswith("3,,blank row") and lines[3].split(",")[0] == "4" and lines[4].split(",")[0] == "5"
 
 
 def student_input_shape(tmp_path):

@@ -46,6 +46,13 @@ def test_every_task_answers_every_question(name, tmp_path):
     assert task.summary_kept(summary, summary) and task.shown(0.5)
     rows = task.prediction_rows(outputs, ["a", "b", "c"], 2)
     assert len(rows) == 12 and set(rows[0]) == set(task.prediction_header(2))
+    cells = ["1.5", "2.5", "1.5", "4"]
+    encoded, classes = task.encode_targets(cells, "y", [2, 3, 5, 6])
+    assert task.output_width(classes) == (len(classes) if task.has_classes else 1)
+    assert task.target_tensor(encoded).shape == (4,) and len(encoded) == 4
+    fitted = task.fit_targets(encoded)
+    scale = task.target_scale(fitted)
+    assert scale is None or (scale[0] == pytest.approx(2.375) and scale[1] > 0)
     entries = [{"name": "m", **quality}]
     assert all(path is None or path.is_file() for path in task.plots(entries, [(outputs, labels)], ["a", "b", "c"],
                                                                        tmp_path).values())
@@ -57,3 +64,7 @@ def test_a_regression_has_one_output_and_an_unknown_task_lists_the_known_ones():
     with pytest.raises(UsageError, match="classification, regression"):
         get_task("multilabel")
     assert get_task(None).name == "classification"  # checkpoints older than tasks
+    with pytest.raises(UsageError, match="column y, line 7: 'n/a' is not a number"):  # the file's own line
+        get_task("regression").encode_targets(["1", "n/a"], "y", [2, 7])
+    with pytest.raises(UsageError, match="takes 1 value"):
+        get_task("classification").encode_targets(["a", "a"], "y", [2, 3])

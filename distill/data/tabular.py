@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
@@ -58,21 +59,42 @@ def shipped_table(name: str) -> tuple[list[str], list[list[str]], str, Path]:
 SHIPPED = ("penguins", "diabetes")
 
 
-def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV file (strings)."""
+def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[int]]:
+    """Header, rows (strings), each row's line in the file, and the lines of blank rows (skipped).
+
+    Line numbers are the file's (the header is line 1), so every message and every prediction
+    names the row a user sees in an editor, blank lines counted.
+    """
     if not path.is_file():
         raise UsageError(f"table {path} not found")
+    header: list[str] | None = None
+    rows, lines, blank = [], [], []
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if not rows or not rows[0]:
+        reader = csv.reader(f)
+        for record in reader:
+            if header is None:
+                header = [h.strip() for h in record]
+                if not header:
+                    raise UsageError(f"table {path} is empty")
+            elif any(c.strip() for c in record):
+                rows.append(record)
+                lines.append(reader.line_num)
+            else:
+                blank.append(reader.line_num)
+    if header is None:
         raise UsageError(f"table {path} is empty")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
-    if not body:
+    if not rows:
         raise UsageError(f"table {path} has a header but no rows")
-    bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+    bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
-        raise UsageError(f"table {path}, line {bad + 2}: {len(body[bad])} fields, the header has {len(header)}")
-    return header, body
+        raise UsageError(f"table {path}, line {lines[bad]}: {len(rows[bad])} fields, the header has {len(header)}")
+    return header, rows, lines, blank
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file (strings), blank rows skipped."""
+    header, rows, _, _ = read_rows(path)
+    return header, rows
 
 
 def is_missing(value: str) -> bool:
@@ -99,6 +121,26 @@ def infer_task(values: list[str]) -> str:
 
 
 MAX_CODES = 20  # a whole-number target with at most this many values is read as class codes
+MIN_ID_ROWS = 20  # below this many rows, distinct values on every row say nothing
+
+
+def identifiers(header: list[str], rows: list[list[str]], columns: list[str]) -> list[str]:
+    """Feature columns that look like row identifiers: whole numbers or words, different on every row, none missing."""
+    if len(rows) < MIN_ID_ROWS:
+        return []
+    found = []
+    for column in columns:
+        values = [r[header.index(column)].strip() for r in rows]
+        if any(is_missing(v) for v in values) or len(set(values)) < len(values):
+            continue
+        try:
+            numbers = [float(v) for v in values]
+        except ValueError:
+            found.append(column)  # a word per row: a name or a key
+            continue
+        if all(n.is_integer() for n in numbers):
+            found.append(column)
+    return found
 
 
 class TabularDataModule(LightningDataModule):
@@ -162,9 +204,10 @@ class TabularDataModule(LightningDataModule):
             raise UsageError("batch sizes must be >= 1")
         if dataset:
             header, rows, shipped_target, self.file = shipped_table(dataset)
+            lines = list(range(2, len(rows) + 2))
         else:
             self.file = Path(path)  # type: ignore[arg-type]
-            header, rows = read_table(self.file)
+            header, rows, lines, _ = read_rows(self.file)
             shipped_target = None
         self.target = target or shipped_target
         if not self.target:
@@ -179,7 +222,7 @@ class TabularDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self._columns(header, rows, numeric, categorical, drop or [])
-        self._split_and_fit(header, rows, fitted)
+        self._split_and_fit(header, rows, lines, fitted)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def _columns(self, header: list[str], rows: list[list[str]], numeric: list[str] | None,
@@ -187,6 +230,10 @@ class TabularDataModule(LightningDataModule):
         for name in [*(numeric or []), *(categorical or []), *drop]:  # the target was checked on reading
             if name not in header:
                 raise UsageError(f"column {name!r} is not in {self.file} (columns: {', '.join(header)})")
+        for flag, names in (("numeric", numeric), ("categorical", categorical), ("drop", drop)):
+            if self.target in (names or []):
+                raise UsageError(f"--data.{flag} lists the target {self.target!r}: the label would be one of the "
+                                 "inputs it is predicted from; leave it out of the feature lists")
         features = [h for h in header if h != self.target and h not in drop]
 
         def all_numbers(column: str) -> bool:
@@ -203,9 +250,14 @@ class TabularDataModule(LightningDataModule):
         if categorical is None:
             categorical = [c for c in features if c not in numeric]
         self.numeric_columns, self.categorical_columns = list(numeric), list(categorical)
+        for column in identifiers(header, rows, [*self.numeric_columns, *self.categorical_columns]):
+            rank_zero_warn(f"column {column!r} takes a different value on every one of the {len(rows)} rows, like "
+                           f"an ID or a saved index: it is used as a feature; --data.drop '[{column}]' leaves it out")
 
-    def parse_rows(self, header: list[str], rows: list[list[str]], first_line: int = 2) -> tuple[np.ndarray, np.ndarray]:
-        """Numeric (N, n) floats (NaN missing) and categorical (N, m) strings (None missing) of ``rows``.
+    def parse_rows(self, header: list[str], rows: list[list[str]], lines: list[int] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Numeric (N, n) floats (NaN missing) and categorical (N, m) strings (None missing) of ``rows``
+        (``lines``: their lines in the file, for messages; default: consecutive from line 2).
 
         Raises:
             UsageError: a column missing from ``header``, a non-number in a numeric column.
@@ -215,23 +267,34 @@ class TabularDataModule(LightningDataModule):
                 raise UsageError(f"column {name!r} is missing (the model was trained with it)")
         num_idx = [header.index(c) for c in self.numeric_columns]
         cat_idx = [header.index(c) for c in self.categorical_columns]
-        numeric = np.array([[parse_number(r[j], header[j], first_line + i) for j in num_idx]
-                            for i, r in enumerate(rows)], dtype=np.float64).reshape(len(rows), len(num_idx))
+        lines = lines or list(range(2, len(rows) + 2))
+        numeric = np.array([[parse_number(r[j], header[j], line) for j in num_idx]
+                            for r, line in zip(rows, lines)], dtype=np.float64).reshape(len(rows), len(num_idx))
         categorical = np.array([[None if is_missing(r[j]) else r[j].strip() for j in cat_idx] for r in rows],
                                dtype=object).reshape(len(rows), len(cat_idx))
         return numeric, categorical
 
-    def _split_and_fit(self, header: list[str], rows: list[list[str]], fitted: dict[str, Any] | None) -> None:
+    def _split_and_fit(self, header: list[str], rows: list[list[str]], lines: list[int],
+                       fitted: dict[str, Any] | None) -> None:
         t = header.index(self.target)
-        rows = [r for r in rows if not is_missing(r[t])]  # rows without a target teach nothing
+        kept = [i for i, r in enumerate(rows) if not is_missing(r[t])]  # rows without a target teach nothing
+        rows, lines = [rows[i] for i in kept], [lines[i] for i in kept]
         values = [r[t].strip() for r in rows]
         task = get_task(self.task)
-        labels, self.classes = task.encode_targets(values, self.target)
+        labels, self.classes = task.encode_targets(values, self.target, lines)
+        n_rows = len(rows)
+        n_test = max(1, round(n_rows * self.hparams.test_fraction))
+        n_val = round(n_rows * self.hparams.val_fraction)
+        if n_rows - n_test - n_val < 2:
+            raise UsageError(f"{self.file.name} has {n_rows} rows with a target: {n_test} for test and {n_val} for "
+                             f"validation leave {n_rows - n_test - n_val} to train on; a table needs more rows")
+        if n_val == 0:
+            rank_zero_warn(f"{n_rows} rows x val_fraction {self.hparams.val_fraction} leave no validation rows: the "
+                           f"best checkpoint is chosen on the {n_test} test rows, so the test figures are optimistic "
+                           "(raise --data.val_fraction or use more rows)")
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
-        n_test = max(1, round(len(rows) * self.hparams.test_fraction))
-        n_val = round(len(rows) * self.hparams.val_fraction)
         test, val, train = np.sort(order[:n_test]), np.sort(order[n_test:n_test + n_val]), np.sort(order[n_test + n_val:])
-        numeric, categorical = self.parse_rows(header, rows)
+        numeric, categorical = self.parse_rows(header, rows, lines)
         # The training array that batch indices point into: training rows, then validation rows.
         pool = np.concatenate([train, val])
         if fitted is None:  # fitted on the training rows only, never on validation or test rows
@@ -296,10 +359,12 @@ class TabularDataModule(LightningDataModule):
         for start in range(0, len(self.test_x), self.eval_batch_size):
             yield self.test_x[start:start + self.eval_batch_size], self.test_y[start:start + self.eval_batch_size]
 
-    def read_table_file(self, path: Path) -> Tensor:
-        """Rows of another CSV with the same feature columns, as model inputs (the training transform)."""
-        header, rows = read_table(path)
-        return torch.from_numpy(apply_preprocessing(*self.parse_rows(header, rows), self.fitted))
+    def read_table_file(self, path: Path) -> tuple[Tensor, list[int], list[int]]:
+        """Rows of another CSV with the same feature columns, as model inputs (the training transform),
+        with each row's line in the file and the lines of blank rows."""
+        header, rows, lines, blank = read_rows(path)
+        numeric, categorical = self.parse_rows(header, rows, lines)
+        return torch.from_numpy(apply_preprocessing(numeric, categorical, self.fitted)), lines, blank
 
     # -- loaders -----------------------------------------------------------------------------------------------------
     def _loader(self, dataset: IndexedTensors, batch_size: int, shuffle: bool) -> DataLoader:

@@ -50,8 +50,8 @@ class Task:
     # --- the labels -----------------------------------------------------------------------------------
     has_classes: bool = True  # whether targets are classes (class names, LDA, top-k)
 
-    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
-        """A table's target cells -> (labels (N,), class names); ``first_line``: the file line of ``values[0]``."""
+    def encode_targets(self, values: list[str], column: str, lines: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
+        """A table's target cells -> (labels (N,), class names); ``lines``: each cell's line in the file."""
         raise NotImplementedError
 
     def target_tensor(self, labels: np.ndarray) -> Tensor:

@@ -32,7 +32,7 @@ class Classification(Task):
     plot_scale = 100.0
     summary_columns = ("acc %", "F1 %", "val acc %")
 
-    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
+    def encode_targets(self, values: list[str], column: str, lines: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
         classes = tuple(sorted(set(values)))
         if len(classes) < 2:
             raise UsageError(f"target {column} takes {len(classes)} value(s); classification needs 2 or more")

@@ -37,13 +37,13 @@ class Regression(Task):
 
     has_classes = False
 
-    def encode_targets(self, values: list[str], column: str, first_line: int = 2) -> tuple[np.ndarray, tuple[str, ...]]:
+    def encode_targets(self, values: list[str], column: str, lines: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
         labels = np.empty(len(values), dtype=np.float32)
-        for i, value in enumerate(values):
+        for i, (value, line) in enumerate(zip(values, lines)):
             try:
                 labels[i] = float(value)
             except ValueError:
-                raise UsageError(f"column {column}, line {first_line + i}: {value!r} is not a number") from None
+                raise UsageError(f"column {column}, line {line}: {value!r} is not a number") from None
         return labels, ()
 
     def target_tensor(self, labels: np.ndarray) -> Tensor:
