@@ -81,3 +81,17 @@ def test_grey_folders_and_a_colour_only_teacher_are_refused_in_one_line(teacher_
                  "--run_dir", str(tmp_path / "run")])
     assert code == 2
     assert "takes 1-channel images but the data has 3 channels" in capsys.readouterr().err
+
+
+def test_a_16_bit_greyscale_png_reads_as_its_8_bit_picture_not_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from distill.data.sources import open_image
+
+    levels = np.arange(0, 256, dtype=np.uint16).reshape(16, 16)  # every 8-bit level once
+    Image.fromarray(levels * 257).save(tmp_path / "deep.png")  # 16-bit: 0..65535
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "plain.png")
+    deep, plain = (np.asarray(open_image(tmp_path / name, "L")) for name in ("deep.png", "plain.png"))
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # Pillow's own convert("L") clips these to 255
+    assert np.array_equal(deep, plain) and np.array_equal(np.asarray(open_image(tmp_path / "deep.png", "RGB"))[..., 0], plain)

@@ -336,3 +336,21 @@ def test_a_search_on_a_regression_table_optimizes_validation_r2(regression_teach
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["objective"].startswith("best validation R²") and "val_r2" in summary["best"]
     assert "test_r2" in (tmp_path / "t" / "trials.csv").read_text().splitlines()[0]
+
+
+def test_files_spreadsheets_write_are_read_as_the_same_table(tmp_path):
+    # A "CSV UTF-8" save keeps a byte-order mark before the first name; European spreadsheets separate
+    # with semicolons; both once gave a missing column. Latin-1 is named, not mis-read.
+    plain = make_table(tmp_path / "plain.csv", rows=60, missing=False)
+    text = plain.read_text()
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "semi.csv").write_text(text.replace(",", ";"))
+    base = TabularDataModule(path=str(plain), target="label")
+    for name in ("bom.csv", "semi.csv"):
+        other = TabularDataModule(path=str(tmp_path / name), target="label")
+        assert other.numeric_columns == base.numeric_columns and torch.equal(other.train_x, base.train_x)
+        inputs, lines, blank = base.read_table_file(tmp_path / name)  # a model trained on one reads the other
+        assert torch.equal(inputs[:3], base.read_table_file(plain)[0][:3]) and lines[0] == 2 and not blank
+    (tmp_path / "latin.csv").write_bytes("x,label\n1,caf\xe9\n2,th\xe9\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"is not UTF-8 text \(byte 0xe9 at offset 13, e\.g\. latin-1"):
+        TabularDataModule(path=str(tmp_path / "latin.csv"), target="label")

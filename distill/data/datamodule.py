@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
 from distill.data import augment
-from distill.data.sources import SOURCES, DatasetInfo, FolderSource, InMemorySource
+from distill.data.sources import SOURCES, DatasetInfo, FolderSource, InMemorySource, open_image
 from distill.errors import UsageError
 
 
@@ -324,8 +324,7 @@ class ImageDataModule(LightningDataModule):
         arrays = []
         for path in paths:
             try:
-                with Image.open(path) as image:
-                    pixels = image.convert(mode).resize((side, side), Image.Resampling.BILINEAR)
+                pixels = open_image(path, mode).resize((side, side), Image.Resampling.BILINEAR)
             except (OSError, UnidentifiedImageError):
                 raise UsageError(f"{path} is not an image this data can read") from None
             array = np.asarray(pixels, dtype=np.uint8).reshape(side, side, -1)  # (H, W, C)

@@ -246,14 +246,24 @@ class FolderSource:
             transforms.PILToTensor(),
         ])
         return datasets.ImageFolder(str(self.train_dir if train else self.test_dir), transform=to_uint8,
-                                    loader=functools.partial(_open_image, mode=self.mode))
+                                    loader=functools.partial(open_image, mode=self.mode))
 
 
-def _open_image(path: str, mode: str):  # type: ignore[no-untyped-def]
+def open_image(path: str | Path, mode: str):  # type: ignore[no-untyped-def]
+    """An image file as a PIL image in ``mode`` (``L`` or ``RGB``), 16-bit grey scaled to 8 bits.
+
+    Pillow's own conversion clips a 16-bit value to 255, turning a 16-bit greyscale PNG white;
+    dividing by 257 maps 0..65535 onto 0..255 as an 8-bit save of the same picture would.
+    """
     from PIL import Image
 
     with Image.open(path) as img:
+        if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
+            grey = np.asarray(img, dtype=np.float64) / 257.0  # (H, W)
+            return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8), mode="L").convert(mode)
         return img.convert(mode)
+
+
 
 
 @SOURCES.register

@@ -67,20 +67,25 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[i
     """
     if not path.is_file():
         raise UsageError(f"table {path} not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark: not a name
+    except UnicodeDecodeError as err:
+        raise UsageError(f"table {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}, e.g. "
+                         "latin-1 or Windows-1252): save it as CSV UTF-8") from None
     header: list[str] | None = None
     rows, lines, blank = [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        for record in reader:
-            if header is None:
-                header = [h.strip() for h in record]
-                if not header:
-                    raise UsageError(f"table {path} is empty")
-            elif any(c.strip() for c in record):
-                rows.append(record)
-                lines.append(reader.line_num)
-            else:
-                blank.append(reader.line_num)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter_of(text))
+    for record in reader:
+        if header is None:
+            header = [h.strip() for h in record]
+            if not header:
+                raise UsageError(f"table {path} is empty")
+        elif any(c.strip() for c in record):
+            rows.append(record)
+            lines.append(reader.line_num)
+        else:
+            blank.append(reader.line_num)
     if header is None:
         raise UsageError(f"table {path} is empty")
     if not rows:
@@ -89,6 +94,18 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[i
     if bad is not None:
         raise UsageError(f"table {path}, line {lines[bad]}: {len(rows[bad])} fields, the header has {len(header)}")
     return header, rows, lines, blank
+
+
+DELIMITERS = ",;\t|"  # comma first: a header with a comma is read as comma-separated
+
+
+def delimiter_of(text: str) -> str:
+    """The field separator of a CSV text, from its header line: a comma, else the most used of ``;``, tab, ``|``."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    if counts[","] or not any(counts.values()):
+        return ","
+    return max(counts, key=lambda d: counts[d])
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
