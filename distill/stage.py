@@ -36,12 +36,23 @@ def apply_batch_scaling(trainer: Trainer, module: ClassifierSystem, data: Any, b
     return effective
 
 
-def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """Maps ``last`` to ``run_dir/last.ckpt`` and checks the file loads safely before Lightning reads it."""
+def resolve_resume(ckpt_path: str | None, run_dir: Path, module: ClassifierSystem) -> str | None:
+    """Maps ``last`` to ``run_dir/last.ckpt`` and checks the file loads safely and fits this run's
+    networks before Lightning reads it."""
     if ckpt_path is None:
         return None
     path = run_dir / rundir.LAST if ckpt_path == "last" else Path(ckpt_path)
-    load_checkpoint(path)  # missing / truncated / pickle payload -> one-line error, nothing executed
+    checkpoint = load_checkpoint(path)  # missing / truncated / pickle payload -> one-line error, nothing executed
+    saved = checkpoint.get("hyper_parameters", {}).get("model")
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.startswith("teacher.")}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
+    differing = next((k for k in own if k in theirs and own[k] != theirs[k]), None)
+    missing = next((k for k in own if k not in theirs), None)
+    if saved != module.hparams.model or differing or missing:
+        what = (f"{differing} is {theirs[differing]} there, {own[differing]} here" if differing
+                else f"it has no {missing}" if missing else "")
+        raise UsageError(f"--ckpt_path {path} was saved by a {saved} run, this run builds {module.hparams.model}"
+                         f"{f' ({what})' if what else ''}: resume with the settings it was trained with")
     return str(path)
 
 
@@ -50,7 +61,7 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     check_data(data)
     run_dir = Path(cli.config.run_dir)
-    resume = resolve_resume(cli.config.ckpt_path, run_dir)
+    resume = resolve_resume(cli.config.ckpt_path, run_dir, module)
     if cli.config.lr_find == "show":
         suggestion = find_lr(trainer, module, data, run_dir)
         print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "

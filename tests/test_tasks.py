@@ -66,5 +66,7 @@ def test_a_regression_has_one_output_and_an_unknown_task_lists_the_known_ones():
     assert get_task(None).name == "classification"  # checkpoints older than tasks
     with pytest.raises(UsageError, match="column y, line 7: 'n/a' is not a number"):  # the file's own line
         get_task("regression").encode_targets(["1", "n/a"], "y", [2, 7])
+    with pytest.raises(UsageError, match="column y, line 3: 'inf' is not a finite number"):
+        get_task("regression").encode_targets(["1", "inf"], "y", [2, 3])
     with pytest.raises(UsageError, match="takes 1 value"):
         get_task("classification").encode_targets(["a", "a"], "y", [2, 3])

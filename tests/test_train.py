@@ -202,6 +202,17 @@ def test_resume_from_last_continues_to_the_new_end(tmp_path):
     assert metrics["cpu_threads"] == torch.get_num_threads()  # results move with it: every run records it
 
 
+def test_resume_with_another_network_is_a_one_line_error(tmp_path, capsys):
+    args = ["teacher", "--run_dir", str(tmp_path)]
+    assert main([*args, "--model.model", "cnn_tiny", *FAST]) == 0
+    before = (tmp_path / "last.ckpt").read_bytes()
+    code = main([*args, "--model.model", "cnn_mini", "--ckpt_path", "last", *fast(max_epochs="2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: --ckpt_path {tmp_path / 'last.ckpt'} was saved by a cnn_tiny run, "
+                                            "this run builds cnn_mini")
+    assert (tmp_path / "last.ckpt").read_bytes() == before  # nothing saved is touched
+
+
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
     code = main(["teacher", "--run_dir", str(tmp_path), "--ckpt_path", "last", *FAST])
     assert code == 2

@@ -56,6 +56,10 @@ def test_a_real_search_through_the_cli_writes_every_output_and_starts_from_the_r
     ({"space": {"model.lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "low must be below high"),
     ({"space": {"model.lr": {"type": "normal"}}}, "give {type: float|int|categorical"),
     ({"spaces": {}}, "unknown sections ['spaces']"),
+    # An invalid choice that is not the first one failed trials 3 and 4 while the search ended "done".
+    ({"space": {"model.scheduler": {"type": "categorical", "choices": ["cosine", "onecycle", "cosin"]}}},
+     "unknown scheduler 'cosin'"),
+    ({"space": {"model.method.alpha": {"type": "categorical", "choices": [0.5, 0.9, 1.5]}}}, "alpha must be in [0, 1]"),
 ])
 def test_bad_spaces_are_one_line_errors_before_any_trial(space, message, tmp_path, capsys):
     path = write_space(tmp_path / "space.yaml", **space)

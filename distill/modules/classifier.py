@@ -49,6 +49,26 @@ def build_network(model: NetworkOrName, model_kwargs: dict[str, Any] | None, num
     return create_model(model, num_classes=num_classes, in_channels=input_shape[0], **(model_kwargs or {}))
 
 
+def check_settings(lr: float = 3e-3, weight_decay: float = 0.0, l2: float = 0.0, label_smoothing: float = 0.0,
+                   warmup_steps: int = 0, warmup_fraction: float = 0.0, optimizer: str = "adamw",
+                   scheduler: str = "onecycle", **_: Any) -> None:
+    """Refuses out-of-range or unknown training settings in one line, without building anything.
+
+    The system's constructor calls it first; ``distill.tune`` calls it on every choice of a search
+    space before the first trial (the ``**_`` takes the system's other settings).
+    """
+    if not lr > 0:
+        raise UsageError(f"lr must be > 0, got {lr}")
+    if weight_decay < 0 or l2 < 0:
+        raise UsageError(f"weight_decay and l2 must be >= 0, got {weight_decay} and {l2}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise UsageError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if warmup_steps < 0 or not 0.0 <= warmup_fraction < 1.0:
+        raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
+    optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
+    optim.SCHEDULES.get(scheduler)
+
+
 def _holds_module(value: Any) -> bool:
     return isinstance(value, nn.Module) or (isinstance(value, (list, tuple)) and any(_holds_module(v) for v in value))
 
@@ -141,18 +161,11 @@ class ClassifierSystem(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if not lr > 0:
-            raise UsageError(f"lr must be > 0, got {lr}")
-        if weight_decay < 0 or l2 < 0:
-            raise UsageError(f"weight_decay and l2 must be >= 0, got {weight_decay} and {l2}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise UsageError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if warmup_steps < 0 or not 0.0 <= warmup_fraction < 1.0:
-            raise UsageError(f"warmup_steps must be >= 0 and warmup_fraction in [0, 1), got {warmup_steps}, {warmup_fraction}")
+        check_settings(lr=lr, weight_decay=weight_decay, l2=l2, label_smoothing=label_smoothing,
+                       warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, optimizer=optimizer,
+                       scheduler=scheduler)
         self.task = get_task(task)
         self.task.check_outputs(num_classes)
-        optim.OPTIMIZERS.get(optimizer)  # unknown names fail here, before any training
-        optim.SCHEDULES.get(scheduler)
         self.save_hyperparameters(ignore=objects_given(self))
         self.hparams["model"] = object_name(model) if isinstance(model, nn.Module) else model
         network = build_network(model, model_kwargs, num_classes, tuple(input_shape))

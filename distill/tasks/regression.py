@@ -44,6 +44,8 @@ class Regression(Task):
                 labels[i] = float(value)
             except ValueError:
                 raise UsageError(f"column {column}, line {line}: {value!r} is not a number") from None
+            if not np.isfinite(labels[i]):  # else: "training diverged" and a half-written run, far from the cause
+                raise UsageError(f"column {column}, line {line}: {value!r} is not a finite number; a target must be")
         return labels, ()
 
     def target_tensor(self, labels: np.ndarray) -> Tensor:

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.tune import report
-from distill.tune.space import Space, flags, read_space, representative, suggest
+from distill.tune.space import Space, flags, probes, read_space, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
                                 storage_for, worker_id)
 from distill.tune.trial import command, dry_parse, lookup, run, trial_env
@@ -65,7 +65,8 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
         raise UsageError("--sampler grid needs a `grid:` section in the space file")
     if not grid and not space.space:
         raise UsageError(f"--sampler {sampler_name} needs a `space:` section in the space file")
-    dry_parse(stage, space, representative(space, grid))  # every key and value is checked before any trial
+    for params in probes(space, grid):  # every key and every choice is checked before any trial
+        dry_parse(stage, space, params)
     storage = storage_for(storage_arg, out_dir)
     study = open_study(study_name, storage, sampler_for(sampler_name, trials, seed, space.grid if grid else None),
                        pruner_for(pruner_name), {"stage": stage, "space": space.digest(), "sampler": sampler_name})

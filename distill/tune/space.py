@@ -121,8 +121,13 @@ def flags(values: dict[str, Any]) -> list[str]:
     return out
 
 
-def representative(space: Space, grid: bool) -> dict[str, Any]:
-    """One value per searched key (the low end, the first choice): to check the keys parse."""
+def probes(space: Space, grid: bool) -> list[dict[str, Any]]:
+    """Parameter sets that together give every searched key each of its values: every choice (or grid
+    value) and both ends of every range, so that each is checked by the stage's parser before any trial."""
     if grid:
-        return {key: values[0] for key, values in space.grid.items()}
-    return {key: spec["choices"][0] if spec["type"] == "categorical" else spec["low"] for key, spec in space.space.items()}
+        values = {key: list(choices) for key, choices in space.grid.items()}
+    else:
+        values = {key: list(spec["choices"]) if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+                  for key, spec in space.space.items()}
+    count = max((len(v) for v in values.values()), default=1)
+    return [{key: choices[min(i, len(choices) - 1)] for key, choices in values.items()} for i in range(count)]

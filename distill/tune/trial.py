@@ -57,7 +57,31 @@ def dry_parse(stage: str, space: Space, params: dict[str, Any]) -> dict[str, Any
     if code not in (0, None):
         last = (err.getvalue().strip().splitlines() or ["the stage refused the configuration"])[-1]
         raise UsageError(f"the search space does not parse for the {stage} stage: {last.removeprefix('error: ')}")
-    return yaml.safe_load(out.getvalue())
+    config = yaml.safe_load(out.getvalue())
+    try:  # values a constructor would refuse: checked here, not by a failed trial
+        check_model(config.get("model") or {})
+    except UsageError as err:
+        raise UsageError(f"the search space does not parse for the {stage} stage: {err}") from None
+    return config
+
+
+def check_model(model: dict[str, Any]) -> None:
+    """The checks a stage's constructors make on plain settings, without building a network, data or teacher:
+    the training settings, and a registered method built from its settings."""
+    from distill.losses import DISTILLERS
+    from distill.modules.classifier import check_settings
+
+    check_settings(**model)
+    method = model.get("method")
+    if isinstance(method, dict) and method.get("class_path"):
+        package, _, class_name = method["class_path"].rpartition(".")
+        name = next((n for n in DISTILLERS.names() if DISTILLERS.get(n).__name__ == class_name
+                     and DISTILLERS.get(n).__module__.startswith(package)), None)  # distill.losses.KD or .kd.KD
+        if name is not None:  # a registered method is cheap to build; another is checked when its trial runs
+            try:
+                DISTILLERS.get(name)(**(method.get("init_args") or {}))
+            except TypeError as err:
+                raise UsageError(f"method {name}: {err}") from None
 
 
 def lookup(config: dict[str, Any], key: str) -> Any:
