@@ -27,6 +27,7 @@ from distill.checkpoint_io import AtomicCheckpointIO
 from distill.data import DATA_MODULES
 from distill.data.interface import target_scale_of, task_of
 from distill.errors import UsageError
+from distill.run_dir import check_output_dir
 from distill.losses import DISTILLERS
 from distill.modules import ClassifierSystem, DistillModule, PruneModule, TeacherModule
 
@@ -182,6 +183,7 @@ class DistillCLI(LightningCLI):
         parser.link_arguments("data", "model.target_scale", compute_fn=target_scale_of, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        check_output_dir(Path(self.config.run_dir), "--run_dir")  # before any data is read or network built
         trainer_cfg = self.config.trainer
         check_devices(trainer_cfg.get("accelerator"), trainer_cfg.get("devices"))
         callbacks: list[Callback] = []

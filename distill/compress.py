@@ -31,7 +31,7 @@ from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
-from distill.run_dir import atomic_write_text
+from distill.run_dir import atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
 
 
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.calibration < 1 or args.latency_runs < 3:
             raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
+        check_output_dir(Path(args.out_dir), "--out_dir")
         compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher),
                  Path(args.out_dir), args.data_root, args.max_drop, args.calibration, args.latency_runs)
 

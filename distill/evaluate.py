@@ -26,7 +26,7 @@ from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
 from distill.models.tta import TTA_VIEWS, label, with_tta
-from distill.run_dir import atomic_write, atomic_write_text
+from distill.run_dir import atomic_write, atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 from distill.teacher.sources import KINDS
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.batch_size < 1 or args.latency_runs < 1:
             raise UsageError("--batch_size and --latency_runs must be >= 1")
+        check_output_dir(Path(args.out_dir), "--out_dir")
         evaluate(Path(args.teacher), [Path(p) for p in args.student], Path(args.out_dir), args.data_root,
                  args.batch_size, args.latency_runs, args.device, export_safetensors=args.export_safetensors,
                  teacher_tta=args.teacher_tta)

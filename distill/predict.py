@@ -21,7 +21,7 @@ from distill.data.interface import task_of
 from distill.inference import load_artifact
 from distill.tasks import get_task
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.run_dir import atomic_write_text
+from distill.run_dir import atomic_write_text, check_output_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         if args.top_k < 1 or args.batch_size < 1:
             raise UsageError("--top_k and --batch_size must be >= 1")
+        check_output_file(Path(args.out), "--out")
         rows = predict(Path(args.model), Path(args.input), Path(args.out), args.top_k, args.batch_size)
         print(f"{len(rows)} predictions -> {args.out}")
 

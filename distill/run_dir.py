@@ -55,6 +55,43 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    """Refuses, before any work, a directory a command is to write into that is a file or cannot be written.
+
+    Raises:
+        UsageError: naming ``flag`` and what is in the way.
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a directory")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {ancestor} is not writable")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuses, before any work, a file a command is to write that is a directory or cannot be written.
+
+    Raises:
+        UsageError: naming ``flag`` and what is in the way.
+    """
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; give the file to write")
+    ancestor = _existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {ancestor} is not writable")
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """Refuses to start over a previous run unless asked; with ``overwrite`` clears its outputs.
 

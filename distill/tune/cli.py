@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from distill.errors import OneLineParser, UsageError, exit_code
+from distill.run_dir import check_output_dir
 from distill.tune import report
 from distill.tune.space import Space, flags, probes, read_space, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         space = read_space(Path(args.space))
         name = args.study or f"{args.stage}-{Path(args.space).stem}"
         out_dir = Path(args.out or f"checkpoints/tune/{name}")
+        check_output_dir(out_dir, "--out")
         points = 1
         for values in space.grid.values():
             points *= len(values)
