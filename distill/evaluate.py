@@ -205,7 +205,8 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = task.plots(entries, [(o, labels) for o in outputs], classes, out_dir)
     figures["curves"] = plots.training_curves([(n, m.path.parent / "logs" / "metrics.csv") for n, m in zip(names, models)],
-                                              out_dir / "training_curves.png", task)
+                                              out_dir / "training_curves.png", task.monitor, task.headline_label,
+                                              task.plot_scale, task.loss_term)
     report["figures"] = {k: str(v) for k, v in figures.items() if v is not None}
     if export_safetensors:
         for entry, trained in zip(entries, models):

@@ -6,8 +6,6 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from distill.tasks import Task, get_task
-
 
 def _pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
@@ -135,11 +133,11 @@ def read_epoch_curves(metrics_csv: Path, monitor: str = "val/acc") -> dict[str, 
     return {k: sorted(v.items()) for k, v in curves.items()}
 
 
-def training_curves(runs: list[tuple[str, Path]], path: Path, task: Task | None = None) -> Path | None:
-    """Loss and the task's validation figure (accuracy; regression: R²) per epoch of each run that has CSV logs;
-    None when none has."""
-    task = task or get_task(None)
-    series = [(name, read_epoch_curves(csv_path, task.monitor)) for name, csv_path in runs if csv_path.is_file()]
+def training_curves(runs: list[tuple[str, Path]], path: Path, monitor: str = "val/acc", label: str = "accuracy",
+                    scale: float = 100.0, loss: str = "ce") -> Path | None:
+    """Loss and the monitored validation figure (``monitor``, titled ``label``, plotted times ``scale``) per
+    epoch of each run that has CSV logs; None when none has. ``loss`` names the validation loss."""
+    series = [(name, read_epoch_curves(csv_path, monitor)) for name, csv_path in runs if csv_path.is_file()]
     if not series:
         return None
     plt = _pyplot()
@@ -148,13 +146,13 @@ def training_curves(runs: list[tuple[str, Path]], path: Path, task: Task | None 
         if curves["train_loss"]:
             loss_ax.plot(*zip(*curves["train_loss"]), "o-", markersize=3, label=f"{name} train")
         if curves["val_loss"]:
-            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3, label=f"{name} val ({task.loss_term})")
+            loss_ax.plot(*zip(*curves["val_loss"]), "s--", markersize=3, label=f"{name} val ({loss})")
         if curves["val_figure"]:
-            acc_ax.plot(*zip(*[(e, task.plot_scale * a) for e, a in curves["val_figure"]]), "o-", label=name)
+            acc_ax.plot(*zip(*[(e, scale * a) for e, a in curves["val_figure"]]), "o-", label=name)
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss (train: mean of logged steps, with KD terms)")
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel(f"validation {task.headline_label}{' %' if task.plot_scale == 100 else ''}")
+    acc_ax.set_ylabel(f"validation {label}{' %' if scale == 100 else ''}")
     loss_ax.legend(fontsize=8)
     acc_ax.legend(fontsize=8)
     fig.suptitle("Training curves")

@@ -151,9 +151,9 @@ class PruneModule(DistillModule):
         source_ckpt: The trained network to prune (by default the demo's student).
         pruning_ratio: Fraction of channels removed from each prunable layer, in (0, 1).
         importance: How channels are ranked: ``magnitude``, ``lamp`` or ``taylor`` (gradients of the
-            distillation loss against the teacher, at the method's temperature, on the first
-            ``taylor_images`` training inputs of the data the source was trained on, unaugmented and
-            in order: deterministic).
+            KD loss against the teacher, at the method's ``temperature`` (Hinton's 4 for a method
+            without one), on the first ``taylor_images`` training inputs of the data the source was
+            trained on, unaugmented and in order: deterministic; for classifiers).
         round_to: Keep channel counts multiples of this (e.g. 8 or 16 for vectorized kernels); None: any.
         iterative_steps: Reach the ratio in this many steps (importance re-measured at each).
         target_macs_reduction: Stop pruning, step by step toward ``pruning_ratio``, once the MACs are
