@@ -150,7 +150,7 @@ def test_empty_files_all_missing_columns_and_words_in_numbers_are_refused(tmp_pa
         TabularDataModule(path=str(tmp_path / "word.csv"), target="label", numeric=["x"])
 
 
-def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transform(tmp_path):
+def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transform(tmp_path, capsys):
     table = make_table(tmp_path / "t.csv")
     data = ["--data", "tabular", "--data.path", str(table), "--data.target", "label", "--data.missing_indicator", "true"]
     assert main(["teacher", "--model.model", "mlp_wide", "--trainer.max_epochs", "6", *data, *QUIET,
@@ -161,6 +161,12 @@ def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transfor
                  "--trainer.max_epochs", "3", *data, *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
     student = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert student["method"] == "kd" and student["teacher_test_acc"] == pytest.approx(teacher["test/acc"])
+    # A student whose rows are preprocessed otherwise would feed the teacher inputs it never saw (its own
+    # accuracy 89.5 % became 63.2 % in the student's metrics, without a word): one line, before training.
+    code = main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
+                 *data, "--data.scaling", "minmax", *QUIET, "--run_dir", str(tmp_path / "other")])
+    assert code == 2 and not (tmp_path / "other" / "best.ckpt").exists()
+    assert "(scaling: 'zscore' for the teacher, 'minmax' here)" in capsys.readouterr().err.strip().splitlines()[-1]
     # weights_only round trip: the data rebuilt from the checkpoint applies the identical, saved transform.
     ckpt = load_checkpoint(tmp_path / "student" / "best.ckpt")
     fitted = ckpt["datamodule_hyper_parameters"]["fitted"]

@@ -40,6 +40,7 @@ class LoadedTeacher:
     kind: str  # checkpoint, registry, torchvision, timm, import, program or object
     hparams: dict[str, Any] = field(default_factory=dict)  # a distill checkpoint's own (its tta, classes, shape)
     file: Path | None = None  # the checkpoint or weights file: teacher caches are kept beside it
+    data_hparams: dict[str, Any] = field(default_factory=dict)  # a distill checkpoint's data settings (its fit)
 
 
 def file_digest(path: str | Path) -> str:
@@ -95,7 +96,8 @@ def load_teacher(spec: str | nn.Module, num_classes: int, in_channels: int, kwar
             raise UsageError(f"teacher {spec} is a distill checkpoint: --model.teacher_kwargs and "
                              "--model.teacher_weights apply to built teachers (registry:, torchvision:, timm:, import:)")
         trained = load_trained(spec)  # a distill checkpoint (or a one-line error saying what it is not)
-        return LoadedTeacher(trained.network, spec, "checkpoint", dict(trained.hparams), Path(spec))
+        return LoadedTeacher(trained.network, spec, "checkpoint", dict(trained.hparams), Path(spec),
+                             dict(trained.data_hparams))
     if kind == "registry":
         network = create_model(name, **{"num_classes": num_classes, "in_channels": in_channels, **kwargs})
     elif kind == "torchvision":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ class Origin:
     spec: str  # what the user typed (or the class of an object passed in Python)
     kind: str  # checkpoint, registry, torchvision, timm, import, program or object
     file: Path | None  # the checkpoint or weights file: caches are kept beside it
+    fitted: dict[str, Any] | None = field(default=None, compare=False)  # a table teacher's fitted preprocessing
 
 
 class Teacher(nn.Module):
@@ -118,6 +119,12 @@ class Teacher(nn.Module):
             UsageError: an adapter needs a normalization the data does not state, or mirrored views
                 on data whose mirror changes the class.
         """
+        own = getattr(data, "fitted", None)  # a table's preprocessing, fitted on its training rows
+        for origin in self.origins:
+            if origin.fitted is not None and own is not None and origin.fitted != own:
+                raise UsageError(f"teacher {origin.spec} was trained on rows preprocessed otherwise "
+                                 f"({fit_difference(origin.fitted, own)}): it would read inputs unlike any it "
+                                 "learned from; give the student's --data the teacher's preprocessing settings")
         for view in (m for m in self.network.modules() if isinstance(m, TeacherView) and m.normalize is not None):
             normalization = getattr(data, "normalization", None)
             if normalization is None:
@@ -156,6 +163,17 @@ class Teacher(nn.Module):
     def member_classifiers(self) -> list[nn.Module]:
         """Each member as a classifier under the teacher's views (for its own test figures)."""
         return [with_tta(member, self.tta, self.fill) for member in self.members]
+
+
+def fit_difference(teacher: dict[str, Any], student: dict[str, Any]) -> str:
+    """In words, the first ways two fitted preprocessings of a table differ (settings first, then values)."""
+    named = [f"{key}: {teacher.get(key)!r} for the teacher, {student.get(key)!r} here"
+             for key in sorted(set(teacher) | set(student))
+             if not isinstance(teacher.get(key), (list, dict)) and teacher.get(key) != student.get(key)]
+    if named:
+        return "; ".join(named[:2])
+    fitted = [key for key in sorted(set(teacher) | set(student)) if teacher.get(key) != student.get(key)]
+    return f"{', '.join(fitted[:3])} fitted on other rows"
 
 
 def _identity(origin: Origin, network: nn.Module) -> str:
