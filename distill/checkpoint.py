@@ -141,7 +141,8 @@ def load_trained(path: str | Path) -> Trained:
                    ckpt.get("data_module"))
 
 
-def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size: int | None = None) -> Any:
+def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size: int | None = None,
+                 rows: bool = True) -> Any:
     """The DataModule a checkpoint was trained on, rebuilt from its saved registry name and arguments.
 
     The class comes from ``distill.data.DATA_MODULES`` by the name the checkpoint recorded
@@ -151,6 +152,8 @@ def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size
         trained: The loaded checkpoint.
         data_root: Where the data lies now, if not where training found it.
         eval_batch_size: Batch size of the test and in-order training passes, if not the saved one.
+        rows: False when only new inputs will be prepared (prediction): a DataModule that can (a
+            table's ``schema_only``) then reads none of its training data.
     """
     data_class = DATA_MODULES.get(trained.data_module or "images")
     accepted = inspect.signature(data_class.__init__).parameters
@@ -159,6 +162,8 @@ def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size
         kwargs["root"] = data_root
     if eval_batch_size is not None and "eval_batch_size" in accepted:
         kwargs["eval_batch_size"] = eval_batch_size
+    if not rows and "schema_only" in accepted:
+        kwargs["schema_only"] = True
     return data_class(**kwargs)
 
 

@@ -33,7 +33,7 @@ def model_and_data(path: Path) -> tuple[Any, Any]:
     beside it. The DataModule class comes from the registry by name, never from an import path in a file.
     """
     trained = load_artifact(path)
-    model, data = trained.network, rebuild_data(trained)
+    model, data = trained.network, rebuild_data(trained, rows=False)  # a table's training CSV is not needed
     name = trained.data_module or "images"
     if not hasattr(data, "read_files") and not hasattr(data, "read_table_file"):
         raise UsageError(f"the {name} data module cannot read input files (it has no read_files or read_table_file)")

@@ -360,3 +360,31 @@ def test_files_spreadsheets_write_are_read_as_the_same_table(tmp_path):
     (tmp_path / "latin.csv").write_bytes("x,label\n1,caf\xe9\n2,th\xe9\n".encode("latin-1"))
     with pytest.raises(UsageError, match=r"is not UTF-8 text \(byte 0xe9 at offset 13, e\.g\. latin-1"):
         TabularDataModule(path=str(tmp_path / "latin.csv"), target="label")
+
+
+def test_artifacts_predict_with_the_table_gone_and_a_changed_table_is_never_re_split(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from distill.compress import main as compress
+    from distill.evaluate import main as evaluate
+    from distill.predict import main as predict
+
+    table = make_table(tmp_path / "t.csv", rows=90, missing=False)
+    run = tmp_path / "teacher"
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "2", "--data", "tabular",
+                 "--data.path", str(table), "--data.target", "label", *QUIET, "--run_dir", str(run)]) == 0
+    assert compress(["--ckpt", str(run / "best.ckpt"), "--out_dir", str(tmp_path / "c"), "--latency_runs", "3",
+                     "--calibration", "16"]) == 0
+    rows = [line.split(",") for line in table.read_text().splitlines()]
+    (tmp_path / "new.csv").write_text(table_text(rows[0], rows[1:6]))
+    # A shuffled copy of the training file: its rebuilt split would put training rows in the test set
+    # (92.98 -> 95.61 % before, silently). Refused in one line.
+    (tmp_path / "t.csv").write_text(table_text(rows[0], rows[1:][::-1]))
+    assert evaluate(["--teacher", str(run / "best.ckpt"), "--student", str(run / "best.ckpt"),
+                     "--out_dir", str(tmp_path / "r"), "--latency_runs", "1"]) == 2
+    assert "changed since the model was trained on it" in capsys.readouterr().err.strip().splitlines()[-1]
+    table.unlink()  # the training data gone: everything needed to predict travels in the artifacts
+    for model in (run / "best.ckpt", tmp_path / "c" / "teacher-ckpt.onnx"):
+        out = tmp_path / f"{model.suffix}.csv"
+        assert predict(["--model", str(model), "--input", str(tmp_path / "new.csv"), "--out", str(out)]) == 0
+    by_ckpt, by_onnx = ((tmp_path / name).read_text().splitlines() for name in (".ckpt.csv", ".onnx.csv"))
+    assert len(by_ckpt) == 6 and [r.split(",")[1] for r in by_ckpt] == [r.split(",")[1] for r in by_onnx]

@@ -188,6 +188,12 @@ class TabularDataModule(LightningDataModule):
             most classes - 1 (default).
         fitted: The fitted preprocessing, as plain values: filled in by fitting on the training rows
             and saved with every checkpoint (never set by hand).
+        file_sha256: The table file's sha256 when the preprocessing was fitted (never set by hand): a
+            rebuilt split of a changed file would move training rows into the test set, so it is refused.
+        schema: The feature columns and class names as fitted (never set by hand): with ``fitted``,
+            all that reading new rows needs.
+        schema_only: Read no table: a module that only prepares new rows (``distill.predict``) from
+            ``schema`` and ``fitted``, so a checkpoint or ONNX file predicts with its training CSV gone.
     """
 
     def __init__(
@@ -211,8 +217,15 @@ class TabularDataModule(LightningDataModule):
         reduction: Literal["none", "pca", "lda"] = "none",
         n_components: float | None = None,
         fitted: dict[str, Any] | None = None,
+        file_sha256: str | None = None,
+        schema: dict[str, list[str]] | None = None,
+        schema_only: bool = False,
     ) -> None:
         super().__init__()
+        if schema_only and fitted is not None and schema is not None:
+            self.save_hyperparameters()
+            self._from_schema(path or dataset or "", target, task, schema, fitted, batch_size, eval_batch_size)
+            return
         if (path is None) == (dataset is None):
             raise UsageError("tabular data needs --data.path FILE.csv or --data.dataset NAME (one of the two)")
         if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -235,11 +248,25 @@ class TabularDataModule(LightningDataModule):
         if task == "auto":
             task = infer_task([r[t].strip() for r in rows if not is_missing(r[t])])
         self.task = task
+        digest = hashlib.sha256(self.file.read_bytes()).hexdigest()
+        if file_sha256 is not None and file_sha256 != digest:
+            raise UsageError(f"table {self.file} changed since the model was trained on it (sha256 {file_sha256[:12]}... "
+                             f"then, {digest[:12]}... now): its rebuilt split would hold other rows, the test rows "
+                             "among them; restore the file, or train on the new one")
         self.save_hyperparameters()  # with the task as resolved: a rebuilt module reads the same
+        self.hparams["file_sha256"] = digest
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self._columns(header, rows, numeric, categorical, drop or [])
         self._split_and_fit(header, rows, lines, fitted)
+
+    def _from_schema(self, source: str, target: str | None, task: str, schema: dict[str, list[str]],
+                     fitted: dict[str, Any], batch_size: int, eval_batch_size: int) -> None:
+        """Only what preparing new rows needs, from the plain values a checkpoint carries: no file is read."""
+        self.file, self.target, self.task = Path(source), target, task
+        self.numeric_columns, self.categorical_columns = list(schema["numeric"]), list(schema["categorical"])
+        self.classes, self.fitted = tuple(schema["classes"]), fitted
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
 
     # -- reading -------------------------------------------------------------------------------------------------
     def _columns(self, header: list[str], rows: list[list[str]], numeric: list[str] | None,
@@ -324,6 +351,8 @@ class TabularDataModule(LightningDataModule):
                                        numeric_names=self.numeric_columns, categorical_names=self.categorical_columns)
             fitted = {**fitted, **task.fit_targets(labels[train])}
             self.hparams["fitted"] = fitted  # saved with every checkpoint: evaluation applies the same transform
+            self.hparams["schema"] = {"numeric": list(self.numeric_columns), "categorical": list(self.categorical_columns),
+                                      "classes": list(self.classes)}
         self.fitted = fitted
         features = torch.from_numpy(apply_preprocessing(numeric, categorical, fitted))
         targets = task.target_tensor(labels)
