@@ -106,6 +106,29 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     ]
 
 
+WORK_PREFIX, OWNER = ".compress-", "owner.pid"  # the work folder beside --out_dir, and who is writing it
+
+
+def remove_stale_work(parent: Path) -> list[Path]:
+    """Removes work folders of earlier runs that were killed (their writer is gone); returns them.
+
+    A run cleans its own folder on every exit it sees (errors, Ctrl-C, SIGTERM); SIGKILL leaves it,
+    and the next run in the same place removes it. A folder whose writer still runs is left alone.
+    """
+    removed = []
+    for work in parent.glob(f"{WORK_PREFIX}*"):
+        try:
+            pid = int((work / OWNER).read_text())
+            os.kill(pid, 0)  # raises if no such process
+            if pid != os.getpid():
+                continue
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(work, ignore_errors=True)
+        removed.append(work)
+    return removed
+
+
 def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_root: str | None = None,
              max_drop: float = 0.3, calibration_images: int = 512, latency_runs: int = 30,
              console: Console | None = None) -> dict[str, Any]:
@@ -124,7 +147,9 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     calibration = calibration_batches(data, calibration_images)
     check_inputs = next(iter(data.test_batches()))[0][:256].cpu()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".compress-", dir=out_dir.parent))
+    remove_stale_work(out_dir.parent)
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out_dir.parent))
+    (work / OWNER).write_text(f"{os.getpid()}\n")
     try:
         artifacts: list[Artifact] = []
         for role, trained in sources.items():
@@ -149,7 +174,8 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         plot(report, work / "compress.png")
         out_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(work.iterdir()):
-            os.replace(path, out_dir / path.name)
+            if path.name != OWNER:
+                os.replace(path, out_dir / path.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     console.print(table(report))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -50,23 +52,45 @@ def shown_error(err: BaseException, building: bool = False) -> BaseException | N
     return None
 
 
+class Stopped(BaseException):
+    """The process was asked to stop (SIGTERM): raised where it runs, so ``finally`` blocks clean up."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def exit_code(command: Callable[[], object], building: Callable[[], bool] = lambda: False) -> int:
     """Runs a command's body: every distill command's one error-and-exit path.
 
     Returns 0; 2 with the user's error on one line (``DISTILL_DEBUG=1``: the traceback); 1 for a
-    training run that diverged. Anything else is a bug and raises.
+    training run that diverged; 130 for Ctrl-C and 143 for SIGTERM, said in one line after the
+    command's own clean-up ran (temporary files removed; what was saved stays). Anything else is a
+    bug and raises.
 
     Args:
         command: The command's work.
         building: Whether the command is still building its objects from the input (then a
             ValueError or TypeError is the input's fault).
     """
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
         command()
+    except (KeyboardInterrupt, Stopped) as err:
+        if os.environ.get("DISTILL_DEBUG"):
+            raise
+        name = "Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err)
+        print(f"error: stopped by {name}; files already written are complete, nothing was half-written",
+              file=sys.stderr)
+        return 130 if isinstance(err, KeyboardInterrupt) else 143
     except Exception as err:
         shown = shown_error(err, building())
         if shown is None or os.environ.get("DISTILL_DEBUG"):
             raise
         print(f"error: {' '.join(str(shown).split())}", file=sys.stderr)  # one line, whatever the source
         return 1 if isinstance(shown, DivergenceError) else 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -89,6 +89,29 @@ def test_a_failed_export_leaves_nothing_in_the_output_directory(student_run, tmp
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []  # no partial files, no staging left
 
 
+def test_a_stopped_run_cleans_its_work_folder_and_a_killed_ones_is_removed_next_time(student_run, tmp_path,
+                                                                                    monkeypatch, capsys):
+    import os
+    import signal
+
+    import distill.compress as compress_module
+
+    def stop(*args, **kwargs):  # SIGTERM arrives while the artifacts are being written
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(compress_module, "verify_onnx", stop)
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(out), *FAST]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    killed = tmp_path / ".compress-killed"  # SIGKILL leaves one behind: its writer is gone
+    killed.mkdir()
+    (killed / "owner.pid").write_text("999999999\n")
+    running = tmp_path / ".compress-running"  # another compress writing beside it right now
+    running.mkdir()
+    (running / "owner.pid").write_text(f"{os.getppid()}\n")
+    assert compress_module.remove_stale_work(tmp_path) == [killed] and running.is_dir()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--max_drop", "-1"], "--max_drop must be >= 0"),
     (["--calibration", "0"], "--calibration must be >= 1"),

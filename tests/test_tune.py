@@ -69,6 +69,15 @@ def test_bad_spaces_are_one_line_errors_before_any_trial(space, message, tmp_pat
     assert not (tmp_path / "out" / "trials").exists()
 
 
+@pytest.mark.parametrize("content, message", [(bytes(range(256)) * 2, "is not UTF-8 text"),
+                                              (b"- a\n- b\n", "holds a list, not sections")])
+def test_a_space_file_that_is_not_a_space_is_one_line(content, message, tmp_path, capsys):
+    (tmp_path / "space.yaml").write_bytes(content)
+    assert main(["student", "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
 def test_an_unreachable_storage_is_one_line(tmp_path, capsys):
     path = write_space(tmp_path / "space.yaml", space={"model.lr": {"type": "float", "low": 0.001, "high": 0.01}})
     assert main(["student", "--space", str(path), "--storage", "sqlite:////no/such/dir/study.db",

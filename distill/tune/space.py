@@ -51,11 +51,16 @@ def read_space(path: Path) -> Space:
     if not path.is_file():
         raise UsageError(f"space file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise UsageError(f"space file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start}): a YAML file is expected") from None
     except yaml.YAMLError as err:
         raise UsageError(f"space file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"space file {path} holds a {type(raw).__name__}, not sections (base_config, fixed, space, grid)")
     unknown = set(raw) - {"base_config", "fixed", "space", "grid"}
-    if not isinstance(raw, dict) or unknown:
+    if unknown:
         raise UsageError(f"space file {path}: unknown sections {sorted(unknown)}; valid: base_config, fixed, space, grid")
     base = raw.get("base_config")
     base_path = None
