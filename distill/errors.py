@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -52,6 +53,15 @@ def shown_error(err: BaseException, building: bool = False) -> BaseException | N
     return None
 
 
+def one_line(message: str) -> str:
+    """A message on one line, whatever the source; an error re-raised from a DataLoader worker (which
+    carries the worker's traceback in its text) is shown as the worker's own last line."""
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if re.match(r"^[\w.]+: ", last) else last
+    return " ".join(message.split())
+
+
 class Stopped(BaseException):
     """The process was asked to stop (SIGTERM): raised where it runs, so ``finally`` blocks clean up."""
 
@@ -88,7 +98,7 @@ def exit_code(command: Callable[[], object], building: Callable[[], bool] = lamb
         shown = shown_error(err, building())
         if shown is None or os.environ.get("DISTILL_DEBUG"):
             raise
-        print(f"error: {' '.join(str(shown).split())}", file=sys.stderr)  # one line, whatever the source
+        print(f"error: {one_line(str(shown))}", file=sys.stderr)
         return 1 if isinstance(shown, DivergenceError) else 2
     finally:
         if previous is not None:

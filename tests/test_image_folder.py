@@ -95,3 +95,25 @@ def test_a_16_bit_greyscale_png_reads_as_its_8_bit_picture_not_white(tmp_path):
     deep, plain = (np.asarray(open_image(tmp_path / name, "L")) for name in ("deep.png", "plain.png"))
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # Pillow's own convert("L") clips these to 255
     assert np.array_equal(deep, plain) and np.array_equal(np.asarray(open_image(tmp_path / "deep.png", "RGB"))[..., 0], plain)
+
+
+@pytest.mark.parametrize("bad, why", [("empty", "an empty file"), ("corrupt", "not an image Pillow can read"),
+                                      ("huge", "pixels, above the 1,000 allowed")])
+def test_an_unreadable_image_in_a_training_folder_is_named_or_left_out_with_a_count(bad, why, tmp_path, capsys):
+    from PIL import Image
+
+    root = make_folder(tmp_path / "imgs", train_per_class=4, test_per_class=2)
+    target = root / "train" / "dark" / f"{bad}.png"
+    if bad == "empty":
+        target.write_bytes(b"")
+    elif bad == "corrupt":
+        target.write_bytes(b"not a png at all" * 10)
+    else:
+        Image.fromarray(np.zeros((50, 50), np.uint8)).save(target)  # 2,500 pixels
+    args = ["teacher", "--model.model", "cnn_tiny", "--data.dataset", "image_folder", "--data.root", str(root),
+            "--data.image_size", "16", "--data.max_image_pixels", "1000", "--trainer.max_epochs", "1", *QUIET]
+    assert main([*args, "--run_dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {target} is ") and why in err[-1] and "1 such of 13 images" in err[-1]
+    with pytest.warns(UserWarning, match=r"left out 1 unreadable of 13 images"):
+        assert main([*args, "--data.skip_unreadable", "true", "--run_dir", str(tmp_path / "b")]) == 0

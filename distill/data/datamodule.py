@@ -134,6 +134,10 @@ class ImageDataModule(LightningDataModule):
             Fashion-MNIST, 4 for CIFAR), 0 leaves flips as the only augmentation.
         image_size: Side of the images for image_folder (others keep their native size).
         grayscale: image_folder: read the images as one grey channel instead of RGB.
+        skip_unreadable: image_folder: leave out empty, corrupt or oversized image files (counted in a
+            warning) instead of refusing the folder in one line naming the first.
+        max_image_pixels: image_folder: the largest image accepted, in pixels (Pillow's guard against
+            decompression bombs; None: Pillow's default, about 89 million).
         mean: Per-channel mean of the pixels in [0, 1] used to normalize; None: the dataset's
             published value, or for image_folder computed from its training part (then saved
             with every checkpoint, so evaluation and prediction normalize the same way).
@@ -156,6 +160,8 @@ class ImageDataModule(LightningDataModule):
         crop_padding: int | None = None,
         image_size: int = 32,
         grayscale: bool = False,
+        skip_unreadable: bool = False,
+        max_image_pixels: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         num_workers: int = 4,
@@ -172,7 +178,8 @@ class ImageDataModule(LightningDataModule):
             raise UsageError(f"crop_padding must be >= 0, got {crop_padding}")
         self.save_hyperparameters()
         factory = SOURCES.get(dataset)
-        kwargs = {"image_size": image_size, "grayscale": grayscale} if dataset == "image_folder" else {}
+        kwargs = {"image_size": image_size, "grayscale": grayscale, "skip_unreadable": skip_unreadable,
+                  "max_image_pixels": max_image_pixels} if dataset == "image_folder" else {}
         self.source: InMemorySource | FolderSource = factory(root=root, download=download, **kwargs)  # type: ignore[assignment]
         if (mean is None) != (std is None):
             raise UsageError("give --data.mean and --data.std together")
@@ -324,7 +331,8 @@ class ImageDataModule(LightningDataModule):
         arrays = []
         for path in paths:
             try:
-                pixels = open_image(path, mode).resize((side, side), Image.Resampling.BILINEAR)
+                pixels = open_image(path, mode, self.hparams.max_image_pixels).resize((side, side),
+                                                                                      Image.Resampling.BILINEAR)
             except (OSError, UnidentifiedImageError):
                 raise UsageError(f"{path} is not an image this data can read") from None
             array = np.asarray(pixels, dtype=np.uint8).reshape(side, side, -1)  # (H, W, C)

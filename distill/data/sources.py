@@ -6,11 +6,13 @@ that batches can be taken by index; an image folder is read lazily, file by file
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,8 +220,10 @@ class FolderSource:
         image_size: Side of the square images fed to the model.
     """
 
-    def __init__(self, root: str, image_size: int, grayscale: bool = False) -> None:
+    def __init__(self, root: str, image_size: int, grayscale: bool = False, skip_unreadable: bool = False,
+                 max_image_pixels: int | None = None) -> None:
         self.root = Path(root)
+        self.skip_unreadable, self.max_image_pixels = skip_unreadable, max_image_pixels
         self.mode = "L" if grayscale else "RGB"
         train_dir = self.root / "train"
         test_dir = next((self.root / d for d in ("test", "val") if (self.root / d).is_dir()), None)
@@ -245,31 +249,86 @@ class FolderSource:
             transforms.Resize((self.info.image_size, self.info.image_size)),
             transforms.PILToTensor(),
         ])
-        return datasets.ImageFolder(str(self.train_dir if train else self.test_dir), transform=to_uint8,
-                                    loader=functools.partial(open_image, mode=self.mode))
+        folder = datasets.ImageFolder(str(self.train_dir if train else self.test_dir), transform=to_uint8,
+                                      loader=functools.partial(open_image, mode=self.mode,
+                                                               max_pixels=self.max_image_pixels))
+        folder.samples = readable(folder.samples, self.max_image_pixels, self.skip_unreadable)
+        folder.imgs, folder.targets = folder.samples, [label for _, label in folder.samples]
+        return folder
 
 
-def open_image(path: str | Path, mode: str):  # type: ignore[no-untyped-def]
+def unreadable(path: str | Path, max_pixels: int | None = None) -> str | None:
+    """Why an image file cannot be read (from its size and header, without decoding it), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    if os.path.getsize(path) == 0:
+        return "an empty file"
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    try:
+        with pixel_limit(None, unlimited=True), Image.open(path) as img:  # the header only: nothing is decoded
+            width, height = img.size
+    except UnidentifiedImageError:
+        return "not an image Pillow can read"
+    except OSError as err:
+        return f"unreadable ({str(err).splitlines()[0][:80]})"
+    if limit and width * height > limit:
+        return (f"{width}x{height} = {width * height:,} pixels, above the {limit:,} allowed "
+                "(--data.max_image_pixels raises it)")
+    return None
+
+
+def readable(samples: list[tuple[str, int]], max_pixels: int | None, skip: bool) -> list[tuple[str, int]]:
+    """``samples`` whose images can be read; an unreadable one is a one-line error, or with ``skip`` left out and counted."""
+    reasons = [(path, unreadable(path, max_pixels)) for path, _ in samples]
+    bad = [(path, why) for path, why in reasons if why is not None]
+    if bad and not skip:
+        raise UsageError(f"{bad[0][0]} is {bad[0][1]} ({len(bad)} such of {len(samples)} images; "
+                         "--data.skip_unreadable true leaves them out)")
+    if bad:
+        warnings.warn(f"left out {len(bad)} unreadable of {len(samples)} images, e.g. {bad[0][0]}: {bad[0][1]}",
+                      stacklevel=2)
+    kept = {path for path, why in reasons if why is None}
+    return [(path, label) for path, label in samples if path in kept]
+
+
+def open_image(path: str | Path, mode: str, max_pixels: int | None = None):  # type: ignore[no-untyped-def]
     """An image file as a PIL image in ``mode`` (``L`` or ``RGB``), 16-bit grey scaled to 8 bits.
 
     Pillow's own conversion clips a 16-bit value to 255, turning a 16-bit greyscale PNG white;
     dividing by 257 maps 0..65535 onto 0..255 as an 8-bit save of the same picture would.
+    ``max_pixels`` replaces Pillow's decompression-bomb limit while this file is read.
     """
     from PIL import Image
 
-    with Image.open(path) as img:
-        if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
-            grey = np.asarray(img, dtype=np.float64) / 257.0  # (H, W)
-            return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8), mode="L").convert(mode)
-        return img.convert(mode)
+    try:
+        with pixel_limit(max_pixels), Image.open(path) as img:
+            if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
+                grey = np.asarray(img, dtype=np.float64) / 257.0  # (H, W)
+                return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8), mode="L").convert(mode)
+            return img.convert(mode)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # Pillow's own errors for damaged files
+        raise UsageError(f"{path} is not an image this data can read ({str(err).splitlines()[0][:100]})") from None
 
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None, unlimited: bool = False) -> Iterator[None]:
+    """Pillow's image-size limit set to ``max_pixels`` (or lifted) inside the block, restored after."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    if unlimited or max_pixels:
+        Image.MAX_IMAGE_PIXELS = None if unlimited else max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 
 @SOURCES.register
-def image_folder(root: str | None = None, download: bool = True, image_size: int = 32,
-                 grayscale: bool = False) -> FolderSource:
+def image_folder(root: str | None = None, download: bool = True, image_size: int = 32, grayscale: bool = False,
+                 skip_unreadable: bool = False, max_image_pixels: int | None = None) -> FolderSource:
     """Any ImageFolder tree with ``train/`` and ``test/`` class folders (never downloaded)."""
     if not root:
         raise UsageError("dataset image_folder needs --data.root DIR holding train/ and test/ class folders")
-    return FolderSource(root, image_size, grayscale)
+    return FolderSource(root, image_size, grayscale, skip_unreadable, max_image_pixels)
