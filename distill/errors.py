@@ -59,7 +59,22 @@ def one_line(message: str) -> str:
     if "Original Traceback" in message:
         last = message.strip().splitlines()[-1]
         message = last.split(": ", 1)[1] if re.match(r"^[\w.]+: ", last) else last
+    if "Union subtypes" in message:  # jsonargparse's dump of every type it tried, nested per key
+        message = union_mismatch(message)
     return " ".join(message.split())
+
+
+def union_mismatch(message: str) -> str:
+    """jsonargparse's several-hundred-character "does not validate against any of the Union subtypes"
+    as the flag, the value given and the types it may take."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    subtypes = re.findall(r"Subtypes: \[([^\]]*)\]", message)
+    given = re.search(r"Given value: (.*?)(?: - |$)", message, flags=re.S)
+    if not keys or not subtypes or given is None:
+        return message
+    types = [re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", t.strip()).replace("NoneType", "null")
+             for t in subtypes[-1].split(",")]
+    return f"--{'.'.join(keys)}: {given.group(1).strip()!r} is not of type {' or '.join(types)}"
 
 
 class Stopped(BaseException):

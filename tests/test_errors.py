@@ -35,3 +35,12 @@ def test_usage_errors_ctrl_c_and_sigterm_end_in_one_line(capsys):
                      "error: stopped by Ctrl-C; files already written are complete, nothing was half-written",
                      "error: stopped by SIGTERM; files already written are complete, nothing was half-written"]
     assert signal.getsignal(signal.SIGTERM) is handler  # put back as it was
+
+
+def test_a_value_of_the_wrong_type_names_the_flag_not_every_type_tried(capsys):
+    from distill.train import main
+
+    # jsonargparse's own message is a 770-character dump of the Union subtypes tried at each level.
+    assert main(["teacher", "--data", "tabular", "--data.dataset", "penguins", "--data.n_components", "abc"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "error: --data.n_components: 'abc' is not of type float or null"
