@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -99,13 +100,15 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[i
 DELIMITERS = ",;\t|"  # comma first: a header with a comma is read as comma-separated
 
 
-def delimiter_of(text: str) -> str:
-    """The field separator of a CSV text, from its header line: a comma, else the most used of ``;``, tab, ``|``."""
-    header = text.split("\n", 1)[0]
-    counts = {d: header.count(d) for d in DELIMITERS}
-    if counts[","] or not any(counts.values()):
-        return ","
-    return max(counts, key=lambda d: counts[d])
+def delimiter_of(text: str, sample: int = 6) -> str:
+    """The field separator of a CSV text: of ``,;\t|``, the one that splits the header and the first rows
+    into the same number of fields, the most (quotes respected; a comma on a tie or when none agrees)."""
+    def counts(delimiter: str) -> list[int]:
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        return [len(r) for r in itertools.islice((r for r in records if any(c.strip() for c in r)), sample)]
+
+    agreeing = {d: n[0] for d in DELIMITERS if (n := counts(d)) and len(set(n)) == 1}
+    return max(agreeing, key=lambda d: (agreeing[d], d == ","), default=",")
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
