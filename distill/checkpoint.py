@@ -158,8 +158,10 @@ def rebuild_data(trained: Trained, data_root: str | None = None, eval_batch_size
     data_class = DATA_MODULES.get(trained.data_module or "images")
     accepted = inspect.signature(data_class.__init__).parameters
     kwargs = {k: v for k, v in trained.data_hparams.items() if k in accepted}
-    if data_root is not None:
+    if data_root is not None and "root" in accepted:
         kwargs["root"] = data_root
+    elif data_root is not None and kwargs.get("path"):  # a table: the same file name, in its new folder
+        kwargs["path"] = str(Path(data_root) / Path(kwargs["path"]).name) if Path(data_root).is_dir() else data_root
     if eval_batch_size is not None and "eval_batch_size" in accepted:
         kwargs["eval_batch_size"] = eval_batch_size
     if not rows and "schema_only" in accepted:

@@ -83,19 +83,24 @@ class OnnxClassifier:
 
 
 @torch.no_grad()
-def verify_onnx(onnx_model: OnnxClassifier, model: nn.Module, inputs: Tensor, atol: float = 1e-4) -> dict[str, float]:
-    """Compares the ONNX file's logits with PyTorch's on ``inputs``.
+def verify_onnx(onnx_model: OnnxClassifier, model: nn.Module, inputs: Tensor, atol: float = 1e-4,
+                rtol: float = 1e-5) -> dict[str, float]:
+    """Compares the ONNX file's outputs with PyTorch's on ``inputs``: within ``atol + rtol * |output|``.
+
+    The relative part is float32 rounding at the outputs' own scale: a regression predicting prices
+    near 450,000 differs by about 0.03 from one float32 rounding to the next.
 
     Raises:
-        UsageError: the largest logit difference exceeds ``atol`` or a top-1 prediction differs.
+        UsageError: an output differs by more than that, or a top-1 prediction differs.
     """
     expected = model.eval().cpu()(inputs)
     got = onnx_model(inputs)
     max_diff = float((expected - got).abs().max())
+    allowed = atol + rtol * float(expected.abs().max())
     agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
-    if max_diff > atol or agreement < 1.0:
-        raise UsageError(f"{onnx_model.path} does not match PyTorch: max logit difference {max_diff:.2e} "
-                         f"(allowed {atol:.0e}), top-1 agreement {100 * agreement:.2f}%")
+    if max_diff > allowed or agreement < 1.0:
+        raise UsageError(f"{onnx_model.path} does not match PyTorch: max output difference {max_diff:.2e} "
+                         f"(allowed {allowed:.1e}), top-1 agreement {100 * agreement:.2f}%")
     return {"max_logit_diff": max_diff, "top1_agreement": agreement}
 
 

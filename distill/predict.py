@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--top_k and --batch_size must be >= 1")
         check_output_file(Path(args.out), "--out")
         rows = predict(Path(args.model), Path(args.input), Path(args.out), args.top_k, args.batch_size)
-        print(f"{len(rows)} predictions -> {args.out}")
+        blank = sum(row.get("status") == "blank row" for row in rows)
+        print(f"{len(rows) - blank} predictions{f' and {blank} blank rows marked' if blank else ''} -> {args.out}")
 
     return exit_code(run)
 

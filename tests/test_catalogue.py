@@ -132,6 +132,12 @@ TRAIN_TABLE = {
     "an infinite regression target": (text(["x", "price"], [[str(i), str(i * 2.5)] for i in range(40)] + [["41", "inf"]]),
                                       ["--data.target", "price"], 2, "'inf' is not a finite number"),
     "latin-1 bytes": (text(HEADER, rows(60)).replace("red", "rouge\xe9"), ["--latin1"], 2, "is not UTF-8"),
+    # R² of one row is undefined: six rows left one for test, and the sanity check crashed (exit 1).
+    "six regression rows": (text(["x", "price"], [[str(i), f"{1000 + 7.5 * i:.2f}"] for i in range(6)]),
+                            ["--data.target", "price"], 2, "a regression needs at least 2 training rows and 2 in"),
+    # A European spreadsheet's "339709,50" read as words: a 300-class classification, silently.
+    "decimal commas": (text(["x", "price"], [[str(i), f"{1000 + i},50"] for i in range(40)], ";"),
+                       ["--data.target", "price"], 2, "column price holds numbers written with decimal commas"),
 }
 
 

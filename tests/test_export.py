@@ -27,12 +27,28 @@ def test_export_matches_pytorch_at_every_batch_size_in_one_file(name, shape, tmp
     assert file_bytes(path) == path.stat().st_size
 
 
+def test_outputs_in_large_units_match_to_float32_rounding_at_their_scale(tmp_path):
+    # A regression predicting house prices near 450,000: one float32 step there is 0.03, far above a
+    # fixed 1e-4, so every such export was refused before.
+    from distill.models import TargetScale
+
+    torch.manual_seed(0)
+    model = TargetScale(create_model("mlp_small", num_classes=1, in_channels=6), 450_000.0, 90_000.0).eval()
+    onnx_model = OnnxClassifier(export_onnx(model, (6,), tmp_path / "m.onnx"))
+    parity = verify_onnx(onnx_model, model, torch.randn(256, 6))
+    assert parity["max_logit_diff"] < 450_000 * 1e-5
+    with torch.no_grad():
+        model.mean += 50.0  # a real difference at that scale is still caught
+    with pytest.raises(UsageError, match="does not match PyTorch"):
+        verify_onnx(onnx_model, model, torch.randn(256, 6))
+
+
 def test_an_export_that_does_not_match_fails_loudly(tmp_path):
     model = create_model("cnn_tiny", num_classes=10, in_channels=1).eval()
     onnx_model = OnnxClassifier(export_onnx(model, (1, 28, 28), tmp_path / "m.onnx"))
     with torch.no_grad():
         model.classifier[-1].bias += 1.0  # PyTorch's network changes after the export
-    with pytest.raises(UsageError, match="does not match PyTorch: max logit difference"):
+    with pytest.raises(UsageError, match="does not match PyTorch: max output difference"):
         verify_onnx(onnx_model, model, torch.randn(8, 1, 28, 28))
 
 

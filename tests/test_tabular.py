@@ -382,6 +382,11 @@ def test_artifacts_predict_with_the_table_gone_and_a_changed_table_is_never_re_s
     assert evaluate(["--teacher", str(run / "best.ckpt"), "--student", str(run / "best.ckpt"),
                      "--out_dir", str(tmp_path / "r"), "--latency_runs", "1"]) == 2
     assert "changed since the model was trained on it" in capsys.readouterr().err.strip().splitlines()[-1]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "t.csv").write_text(table_text(rows[0], rows[1:]))  # the same bytes, in another folder
+    assert evaluate(["--teacher", str(run / "best.ckpt"), "--student", str(run / "best.ckpt"), "--data_root",
+                     str(moved), "--out_dir", str(tmp_path / "r2"), "--latency_runs", "1"]) == 0
     table.unlink()  # the training data gone: everything needed to predict travels in the artifacts
     for model in (run / "best.ckpt", tmp_path / "c" / "teacher-ckpt.onnx"):
         out = tmp_path / f"{model.suffix}.csv"

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
@@ -67,7 +68,7 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[i
     names the row a user sees in an editor, blank lines counted.
     """
     if not path.is_file():
-        raise UsageError(f"table {path} not found")
+        raise UsageError(f"table {path} not found (moved? evaluate and compress take --data_root DIR, its new folder)")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark: not a name
@@ -128,6 +129,17 @@ def parse_number(value: str, column: str, line: int) -> float:
         return float(value)
     except ValueError:
         raise UsageError(f"column {column}, line {line}: {value!r} is not a number") from None
+
+
+DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+(,\d+)?\s*$")
+
+
+def check_decimal_commas(column: str, values: list[str]) -> None:
+    """Refuses a column of numbers written with decimal commas, which would be read as words (or classes)."""
+    present = [v for v in values if not is_missing(v)]
+    if present and all(DECIMAL_COMMA.match(v) for v in present) and any("," in v for v in present):
+        raise UsageError(f"column {column} holds numbers written with decimal commas (e.g. {present[0].strip()!r}): "
+                         "save the file with decimal points")
 
 
 def infer_task(values: list[str]) -> str:
@@ -248,8 +260,11 @@ class TabularDataModule(LightningDataModule):
         if self.target not in header:
             raise UsageError(f"column {self.target!r} is not in {self.file} (columns: {', '.join(header)})")
         t = header.index(self.target)
+        for j, column in enumerate(header):
+            check_decimal_commas(column, [r[j] for r in rows])
         if task == "auto":
             task = infer_task([r[t].strip() for r in rows if not is_missing(r[t])])
+            rank_zero_info(f"task: {task} (target {self.target}; --data.task sets it)")
         self.task = task
         digest = hashlib.sha256(self.file.read_bytes()).hexdigest()
         if file_sha256 is not None and file_sha256 != digest:
@@ -332,9 +347,13 @@ class TabularDataModule(LightningDataModule):
         n_rows = len(rows)
         n_test = max(1, round(n_rows * self.hparams.test_fraction))
         n_val = round(n_rows * self.hparams.val_fraction)
-        if n_rows - n_test - n_val < 2:
+        if n_rows - n_test - n_val < 2 or n_test < task.min_eval_rows or 0 < n_val < task.min_eval_rows:
             raise UsageError(f"{self.file.name} has {n_rows} rows with a target: {n_test} for test and {n_val} for "
-                             f"validation leave {n_rows - n_test - n_val} to train on; a table needs more rows")
+                             f"validation leave {n_rows - n_test - n_val} to train on; a {task.name} needs at least "
+                             f"2 training rows and {task.min_eval_rows} in each split it is scored on: more rows")
+        if task.has_classes and len(self.classes) > max(MAX_CODES, n_rows // 2):
+            rank_zero_warn(f"target {self.target} takes {len(self.classes)} values over {n_rows} rows, most seen once "
+                           "or twice: if it is a number, --data.task regression")
         if n_val == 0:
             rank_zero_warn(f"{n_rows} rows x val_fraction {self.hparams.val_fraction} leave no validation rows: the "
                            f"best checkpoint is chosen on the {n_test} test rows, so the test figures are optimistic "

@@ -49,6 +49,7 @@ class Task:
 
     # --- the labels -----------------------------------------------------------------------------------
     has_classes: bool = True  # whether targets are classes (class names, LDA, top-k)
+    min_eval_rows: int = 1  # the fewest rows a validation or test split can be scored on
 
     def encode_targets(self, values: list[str], column: str, lines: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
         """A table's target cells -> (labels (N,), class names); ``lines``: each cell's line in the file."""

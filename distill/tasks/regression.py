@@ -36,6 +36,7 @@ class Regression(Task):
     summary_columns = ("MSE", "MAE", "R²", "val R²")
 
     has_classes = False
+    min_eval_rows = 2  # R² of one row is undefined
 
     def encode_targets(self, values: list[str], column: str, lines: list[int]) -> tuple[np.ndarray, tuple[str, ...]]:
         labels = np.empty(len(values), dtype=np.float32)

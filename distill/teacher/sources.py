@@ -131,6 +131,10 @@ def adapt_teacher(loaded: LoadedTeacher, input_shape: tuple[int, ...], num_class
         if recorded["num_classes"] != num_classes:
             raise UsageError(f"teacher {loaded.spec} predicts {recorded['num_classes']} classes but the data "
                              f"has {num_classes}")
+        if tuple(recorded["input_shape"]) != tuple(input_shape) and len(input_shape) == 1:
+            raise UsageError(f"teacher {loaded.spec} reads rows of {recorded['input_shape'][0]} features, the data "
+                             f"gives {input_shape[0]}: give the student's --data the teacher's columns, drop list "
+                             "and encoding")
         if tuple(recorded["input_shape"]) != tuple(input_shape):
             raise UsageError(f"teacher {loaded.spec} takes inputs of shape {tuple(recorded['input_shape'])} but "
                              f"the data has {tuple(input_shape)} (--model.teacher_input_size adapts the size)")

@@ -26,6 +26,7 @@ class Origin:
     kind: str  # checkpoint, registry, torchvision, timm, import, program or object
     file: Path | None  # the checkpoint or weights file: caches are kept beside it
     fitted: dict[str, Any] | None = field(default=None, compare=False)  # a table teacher's fitted preprocessing
+    data: dict[str, Any] | None = field(default=None, compare=False)  # the data settings it was trained with
 
 
 class Teacher(nn.Module):
@@ -123,8 +124,9 @@ class Teacher(nn.Module):
         for origin in self.origins:
             if origin.fitted is not None and own is not None and origin.fitted != own:
                 raise UsageError(f"teacher {origin.spec} was trained on rows preprocessed otherwise "
-                                 f"({fit_difference(origin.fitted, own)}): it would read inputs unlike any it "
-                                 "learned from; give the student's --data the teacher's preprocessing settings")
+                                 f"({fit_difference(origin.data or {}, dict(getattr(data, 'hparams', {})), origin.fitted, own)}"
+                                 "): it would read inputs unlike any it learned from; give the student's --data the "
+                                 "teacher's settings")
         for view in (m for m in self.network.modules() if isinstance(m, TeacherView) and m.normalize is not None):
             normalization = getattr(data, "normalization", None)
             if normalization is None:
@@ -165,15 +167,22 @@ class Teacher(nn.Module):
         return [with_tta(member, self.tta, self.fill) for member in self.members]
 
 
-def fit_difference(teacher: dict[str, Any], student: dict[str, Any]) -> str:
-    """In words, the first ways two fitted preprocessings of a table differ (settings first, then values)."""
-    named = [f"{key}: {teacher.get(key)!r} for the teacher, {student.get(key)!r} here"
-             for key in sorted(set(teacher) | set(student))
-             if not isinstance(teacher.get(key), (list, dict)) and teacher.get(key) != student.get(key)]
+SETTINGS = ("path", "dataset", "target", "numeric", "categorical", "drop", "split_seed", "val_fraction",
+            "test_fraction", "impute", "missing_indicator", "encoding", "scaling", "reduction", "n_components")
+
+
+def fit_difference(teacher_data: dict[str, Any], student_data: dict[str, Any], teacher: dict[str, Any],
+                   student: dict[str, Any]) -> str:
+    """In words, the first ways two tables' preprocessing differ: the data settings, else the fitted values."""
+    named = [f"{key}: {teacher_data.get(key)!r} for the teacher, {student_data.get(key)!r} here" for key in SETTINGS
+             if key in teacher_data and teacher_data.get(key) != student_data.get(key)]
+    named = named or [f"{key}: {teacher.get(key)!r} for the teacher, {student.get(key)!r} here"
+                      for key in sorted(set(teacher) | set(student))
+                      if not isinstance(teacher.get(key), (list, dict)) and teacher.get(key) != student.get(key)]
     if named:
         return "; ".join(named[:2])
     fitted = [key for key in sorted(set(teacher) | set(student)) if teacher.get(key) != student.get(key)]
-    return f"{', '.join(fitted[:3])} fitted on other rows"
+    return f"{', '.join(fitted[:3])} fitted on other rows (a changed file?)"
 
 
 def _identity(origin: Origin, network: nn.Module) -> str:
