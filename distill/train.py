@@ -7,6 +7,8 @@ one-line error and exit code 2.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import warnings
 
@@ -33,6 +35,23 @@ def quiet_console() -> None:
         handler.addFilter(_DropTips())
 
 
+def stop_with_parent() -> None:
+    """A stage started by ``distill.tune`` ends when the search's process dies, even by SIGKILL (Linux).
+
+    The search names itself in ``DISTILL_PARENT_PID``; the kernel then sends this process SIGTERM when
+    its parent exits, so a killed search leaves no trial training on as an orphan.
+    """
+    parent = os.environ.get("DISTILL_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for bad input, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -44,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown stage {stage!r}; valid: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     quiet_console()
+    stop_with_parent()
     state = {"building": True}
 
     def run() -> None:

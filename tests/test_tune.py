@@ -205,3 +205,48 @@ for epoch in range(100):
     outcome = trial.run([sys.executable, "-c", script], run_dir, dict(trial.trial_env(1, None)), should_stop)
     assert outcome.pruned and outcome.metrics is None and time.perf_counter() - start < 10
     assert seen[-1][:3] == [0.0, 0.1, 0.2]
+
+
+def running_trial_pids(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (a trial's run directory)."""
+    import os
+
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_search_stops_its_trial_and_resumes_with_it_queued_again(sig, code, teacher_run, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = tiny_search_space(tmp_path / "space.yaml", teacher_run)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "distill.tune", "student", "--space", str(space), "--trials", "1", "--out", str(out)]
+    search = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "trials" / "0000.log"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and running_trial_pids(str(out / "trials" / "0000"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running_trial_pids(str(out / "trials" / "0000")), "the first trial never started"
+    search.send_signal(getattr(signal, sig))
+    _, err = search.communicate(timeout=60)
+    assert search.returncode == code and err.strip().splitlines()[-1].startswith(f"error: stopped by "), err
+    time.sleep(0.5)
+    assert running_trial_pids(str(out / "trials" / "0000")) == []  # no orphan trains on
+    # Resumed: the interrupted trial, the recipe's baseline, runs again first and stays the baseline.
+    assert subprocess.run(args, capture_output=True, text=True, timeout=300).returncode == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "baseline" in summary and summary["trials"].get("complete") == 1  # the stopped one is not counted
+    assert os.path.isfile(out / "best.yaml")

@@ -23,7 +23,7 @@ from distill.tune import report
 from distill.tune.space import Space, flags, probes, read_space, suggest
 from distill.tune.study import (PRUNERS, SAMPLERS, open_study, optuna, pruner_for, recover_stale_trials, sampler_for,
                                 storage_for, worker_id)
-from distill.tune.trial import command, dry_parse, lookup, run, trial_env
+from distill.tune.trial import STOPPING, command, dry_parse, lookup, run, trial_env, trials_stop_with_the_search
 
 STAGES = ("teacher", "student", "prune")
 FIRST_FAILURES = 3  # the study stops when its first trials all fail: a configuration error, not bad luck
@@ -98,9 +98,15 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
 
         try:
             outcome = run(cmd, run_dir, trial_env(threads, device), should_stop)
+        except BaseException:  # Ctrl-C or SIGTERM in this thread: run stopped the trial's processes
+            queue_again(trial)
+            raise
         finally:
             if device is not None:
                 pool.put(device)
+        if STOPPING.is_set():  # another thread took the signal; this trial was stopped with the search
+            queue_again(trial)
+            raise TrialFailed("stopped with the search; queued to run again when it resumes")
         trial.set_user_attr("seconds", round(outcome.seconds, 1))
         if outcome.pruned:
             raise op.TrialPruned()
@@ -124,23 +130,33 @@ def search(stage: str, space: Space, out_dir: Path, trials: int, jobs: int, samp
             console.print(f"trial {trial.number:>3} {trial.state.name.lower():<8} val {task.headline_label} {value:>7}  "
                           f"{trial.user_attrs.get('seconds', 0):>6.1f} s  {params}"
                           + (f"  | best #{best.number} {task.shown(best.value)}" if best else ""))
-            first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
-            if len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first):
+            if all_failed(study, trials, since):
                 study.stop()
 
     remaining = max(0, trials - counted(study))
+    since = len(study.get_trials(deepcopy=False))  # this run's trials are numbered from here
     kwargs = {"catch": (TrialFailed,), "callbacks": [progress], "gc_after_trial": False}
     if remaining and jobs > 1 and stage != "teacher" and counted(study) == 0:
         # One trial first, alone: it builds the teacher's cached logits that the parallel ones then read.
         study.optimize(objective, n_trials=1, n_jobs=1, **kwargs)
         remaining -= 1
-    if remaining and not all_failed(study, trials):
+    if remaining and not all_failed(study, trials, since):
         study.optimize(objective, n_trials=remaining, n_jobs=jobs, **kwargs)
-    if all_failed(study, trials):
-        first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[0]
+    if all_failed(study, trials, since):
+        first = next(t for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number) if t.number >= since)
         raise SearchFailed(f"the first trials all failed; see {out_dir / 'trials'}/{first.number:04d}.log "
                            f"({first.user_attrs.get('command', '')[:120]})")
     return finish(stage, space, study, out_dir, sampler_name, storage_arg, seed, console)
+
+
+def queue_again(trial: Any) -> None:
+    """Queues an interrupted trial's parameters to run first when the search resumes (the baseline stays
+    one); the interrupted trial itself is marked lost, so it does not count toward the budget."""
+    trial.set_user_attr("lost", True)
+    if trial.params:
+        attrs = {"rerun_of": trial.number, **({"baseline": True} if trial.user_attrs.get("baseline") else {})}
+        trial.study.enqueue_trial(trial.params, user_attrs=attrs)
+        trial.set_user_attr("queued_again", True)
 
 
 def base_config_of(stage: str, space: Space) -> dict[str, Any]:
@@ -148,8 +164,11 @@ def base_config_of(stage: str, space: Space) -> dict[str, Any]:
     return dry_parse(stage, space, {})
 
 
-def all_failed(study: Any, trials: int) -> bool:
-    first = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[:FIRST_FAILURES]
+def all_failed(study: Any, trials: int, since: int = 0) -> bool:
+    """Whether the first trials this run started (numbers from ``since``) all failed: a configuration
+    error, not bad luck. Failures of an earlier run do not stop a resumed one once the error is fixed."""
+    first = sorted((t for t in study.get_trials(deepcopy=False) if t.number >= since), key=lambda t: t.number)
+    first = first[:FIRST_FAILURES]
     return len(first) >= min(FIRST_FAILURES, trials) and all(t.state.name == "FAIL" for t in first)
 
 
@@ -216,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         for values in space.grid.values():
             points *= len(values)
         trials = args.trials or (points if args.sampler == "grid" else 12)
-        summary = search(args.stage, space, out_dir, trials, args.jobs, args.sampler, args.pruner, args.storage, name,
-                         args.seed, Console(soft_wrap=True, highlight=False))
+        with trials_stop_with_the_search():
+            summary = search(args.stage, space, out_dir, trials, args.jobs, args.sampler, args.pruner, args.storage,
+                             name, args.seed, Console(soft_wrap=True, highlight=False))
         if args.confirm_seeds and "best" in summary:
             # At the recipe's full budget: the base recipe with the best parameters, without the search's
             # fixed overrides (which shorten trials).

@@ -130,8 +130,10 @@ def recover_stale_trials(study: Any, storage: Any) -> list[dict[str, Any]]:
         if alive(trial.user_attrs.get("worker")):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, "lost", True)  # it does not count toward the budget
         storage.set_trial_state_values(trial_id, op.trial.TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+        if trial.params and not trial.user_attrs.get("queued_again"):  # a stopped search queued it already
+            attrs = {"rerun_of": trial.number, **({"baseline": True} if trial.user_attrs.get("baseline") else {})}
+            study.enqueue_trial(trial.params, user_attrs=attrs)  # the recipe's baseline stays the baseline
             requeued.append(trial.params)
     return requeued

@@ -9,15 +9,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from distill.errors import UsageError
+from distill.errors import Stopped, UsageError
 from distill.run_dir import read_metrics
 from distill.tune.space import Space, flags
 
@@ -125,13 +126,46 @@ def epoch_validation(run_dir: Path) -> list[float]:
     return [values[e] for e in sorted(values)]
 
 
+LIVE: set[int] = set()  # process groups of the trials running now, in any worker thread
+STOPPING = threading.Event()  # the search was told to stop: running trials end and are queued again
+PARENT = "DISTILL_PARENT_PID"  # a trial's stage stops itself if this process dies, even by SIGKILL
+
+
+def stop_trials(signum: int, frame: object) -> None:
+    """A signal handler: stops every running trial's processes, then ends the search where it stands."""
+    STOPPING.set()
+    for group in list(LIVE):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Stopped(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def trials_stop_with_the_search() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the running trials too (their processes are in sessions of their own)."""
+    STOPPING.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, stop_trials) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run(cmd: list[str], run_dir: Path, env: dict[str, str],
         should_stop: Callable[[list[float]], bool] | None = None) -> Outcome:
     """Runs ``cmd`` in its own process group; stops the group when ``should_stop`` says so (pruning)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**env, PARENT: str(os.getpid())},
+                                start_new_session=True)
+        LIVE.add(proc.pid)
         pruned, reported = False, 0
         try:
             while proc.poll() is None:
@@ -150,8 +184,10 @@ def run(cmd: list[str], run_dir: Path, env: dict[str, str],
                             break
         finally:
             if proc.poll() is None:  # the worker itself is stopping: take the trial's processes with it
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            LIVE.discard(proc.pid)
     seconds = time.perf_counter() - start
     tail = (run_dir.parent / f"{run_dir.name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
     metrics = read_metrics(run_dir) if proc.returncode == 0 and not pruned else None
