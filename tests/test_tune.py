@@ -236,14 +236,16 @@ def test_a_stopped_search_stops_its_trial_and_resumes_with_it_queued_again(sig, 
     args = [sys.executable, "-m", "distill.tune", "student", "--space", str(space), "--trials", "1", "--out", str(out)]
     search = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "trials" / "0000.log"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while not (log.is_file() and running_trial_pids(str(out / "trials" / "0000"))) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert running_trial_pids(str(out / "trials" / "0000")), "the first trial never started"
     search.send_signal(getattr(signal, sig))
     _, err = search.communicate(timeout=60)
     assert search.returncode == code and err.strip().splitlines()[-1].startswith(f"error: stopped by "), err
-    time.sleep(0.5)
+    gone = time.monotonic() + 15  # SIGKILLed: gone as soon as the kernel reaps them
+    while running_trial_pids(str(out / "trials" / "0000")) and time.monotonic() < gone:
+        time.sleep(0.2)
     assert running_trial_pids(str(out / "trials" / "0000")) == []  # no orphan trains on
     # Resumed: the interrupted trial, the recipe's baseline, runs again first and stays the baseline.
     assert subprocess.run(args, capture_output=True, text=True, timeout=300).returncode == 0
