@@ -242,7 +242,7 @@ def test_a_stopped_search_stops_its_trial_and_resumes_with_it_queued_again(sig, 
     assert running_trial_pids(str(out / "trials" / "0000")), "the first trial never started"
     search.send_signal(getattr(signal, sig))
     _, err = search.communicate(timeout=60)
-    assert search.returncode == code and err.strip().splitlines()[-1].startswith(f"error: stopped by "), err
+    assert search.returncode == code and err.strip().splitlines()[-1].startswith("error: stopped by "), err
     gone = time.monotonic() + 15  # SIGKILLed: gone as soon as the kernel reaps them
     while running_trial_pids(str(out / "trials" / "0000")) and time.monotonic() < gone:
         time.sleep(0.2)
