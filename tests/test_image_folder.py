@@ -48,6 +48,13 @@ def test_a_folder_smaller_than_one_batch_trains_and_distills_end_to_end(tmp_path
                  "--trainer.max_epochs", "2", *data, *QUIET, "--run_dir", str(student_dir)]) == 0
     student = json.loads((student_dir / "metrics.json").read_text())
     assert student["steps"] == 2 and student["teacher_test_acc"] == pytest.approx(metrics["test/acc"])
+    # A student whose images are normalized otherwise: the teacher still reads them as it was trained
+    # (before, it read the student's normalization and its figure in the student's metrics was not its own).
+    other = student_dir.parent / "student_other"
+    assert main(["student", "--model.model", "cnn_tiny", "--model.teacher", str(teacher_dir / "best.ckpt"),
+                 "--trainer.max_epochs", "1", *data, "--data.mean", "[0.9, 0.1, 0.5]", "--data.std",
+                 "[0.05, 0.5, 0.2]", *QUIET, "--run_dir", str(other)]) == 0
+    assert json.loads((other / "metrics.json").read_text())["teacher_test_acc"] == pytest.approx(metrics["test/acc"])
     # The saved normalization is what evaluation and prediction use: no recomputation.
     rebuilt = ImageDataModule(**{k: v for k, v in saved.data_hparams.items() if k != "_class_path"})
     assert rebuilt.normalization == (tuple(mean), tuple(std))

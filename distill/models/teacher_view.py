@@ -59,18 +59,24 @@ class TeacherView(nn.Module):
         normalize: The teacher's normalization: a name of ``NORMALIZATIONS`` (None: the data's).
         channels: Input channels of the teacher (None: the data's).
         output: Logit selector for teachers returning dicts, tuples or objects (None: a tensor).
+        normalization: Instead of ``normalize``'s name, the teacher's own per-channel (mean, std), as
+            its checkpoint recorded them (a teacher trained on data normalized otherwise than the student's).
     """
 
     def __init__(self, network: nn.Module, input_size: int | None = None, normalize: str | None = None,
-                 channels: int | None = None, output: str | None = None) -> None:
+                 channels: int | None = None, output: str | None = None,
+                 normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         super().__init__()
-        if normalize is not None and normalize not in NORMALIZATIONS:
+        if normalization is not None:
+            normalize = "recorded"
+        elif normalize is not None and normalize not in NORMALIZATIONS:
             raise UsageError(f"unknown teacher normalization {normalize!r}; valid: {', '.join(NORMALIZATIONS)}")
         if input_size is not None and input_size < 8:
             raise UsageError(f"teacher_input_size must be >= 8, got {input_size}")
         self.network, self.input_size, self.normalize, self.channels, self.output = (
             network, input_size, normalize, channels, output)
-        mean, std = NORMALIZATIONS[normalize] if normalize else ((0.0,), (1.0,))
+        mean, std = normalization or (NORMALIZATIONS[normalize] if normalize else ((0.0,), (1.0,)))
+        self.recorded = None if normalization is None else (tuple(map(float, mean)), tuple(map(float, std)))
         self.register_buffer("teacher_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("teacher_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("data_mean", torch.zeros(1, 1, 1, 1), persistent=False)
@@ -85,8 +91,8 @@ class TeacherView(nn.Module):
 
     def describe(self) -> str:
         """The adapters, for cache keys and reports."""
-        return (f"input_size={self.input_size},normalize={self.normalize},channels={self.channels},"
-                f"output={self.output}")
+        normalize = self.normalize if self.recorded is None else f"mean={list(self.recorded[0])},std={list(self.recorded[1])}"
+        return f"input_size={self.input_size},normalize={normalize},channels={self.channels},output={self.output}"
 
     def forward(self, inputs: Tensor) -> Tensor:
         x = inputs

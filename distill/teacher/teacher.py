@@ -127,6 +127,7 @@ class Teacher(nn.Module):
                                  f"({fit_difference(origin.data or {}, dict(getattr(data, 'hparams', {})), origin.fitted, own)}"
                                  "): it would read inputs unlike any it learned from; give the student's --data the "
                                  "teacher's settings")
+        self._match_normalization(data)
         for view in (m for m in self.network.modules() if isinstance(m, TeacherView) and m.normalize is not None):
             normalization = getattr(data, "normalization", None)
             if normalization is None:
@@ -138,6 +139,27 @@ class Teacher(nn.Module):
                              "class; use a view set without flips")
         fill = getattr(data, "border_fill", None)  # a plain DataModule: repeat the edge
         self.fill = None if fill is None else tuple(fill)
+
+    def _match_normalization(self, data: Any) -> None:
+        """A checkpoint teacher whose images were normalized otherwise than the data's gets them as it was
+        trained: the data's normalization undone, its own applied (``TeacherView``). Equal ones: untouched."""
+        own = getattr(data, "normalization", None)
+        if own is None:
+            return
+        for i, origin in enumerate(self.origins):
+            theirs = recorded_normalization(origin.data)
+            member = self.members[i]
+            if theirs is None or isinstance(member, TeacherView) or same_normalization(theirs, own):
+                continue  # an adapter the user asked for, or nothing to adapt
+            device = next(member.parameters(), torch.empty(0)).device
+            view = TeacherView(member, normalization=theirs).to(device)
+            view.set_data_normalization(*own)
+            view.requires_grad_(False)
+            if isinstance(self.network, Ensemble):
+                self.network.members[i] = view
+            else:
+                self.network = view
+        self.eval()
 
     # --- what it computes ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Teacher":
@@ -183,6 +205,18 @@ def fit_difference(teacher_data: dict[str, Any], student_data: dict[str, Any], t
         return "; ".join(named[:2])
     fitted = [key for key in sorted(set(teacher) | set(student)) if teacher.get(key) != student.get(key)]
     return f"{', '.join(fitted[:3])} fitted on other rows (a changed file?)"
+
+
+def recorded_normalization(data: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
+    """The per-channel (mean, std) a checkpoint's image data recorded (image folders always do), or None."""
+    if not data or data.get("mean") is None or data.get("std") is None:
+        return None
+    return list(data["mean"]), list(data["std"])
+
+
+def same_normalization(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+    return all(len(x) == len(y) and all(abs(float(p) - float(q)) < 1e-9 for p, q in zip(x, y))
+               for x, y in zip(a, b))
 
 
 def _identity(origin: Origin, network: nn.Module) -> str:
