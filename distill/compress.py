@@ -33,6 +33,7 @@ from distill.inference import test_outputs
 from distill.models import create_model, list_models
 from distill.run_dir import atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
+from distill.teacher.teacher import recorded_normalization, same_normalization
 
 
 def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[torch.Tensor]:
@@ -129,6 +130,17 @@ def remove_stale_work(parent: Path) -> list[Path]:
     return removed
 
 
+def check_same_normalization(sources: dict[str, Trained], normalization: Any) -> None:
+    """Every artifact is measured on one test set: networks trained on images normalized otherwise are refused
+    (their exported files expect their own normalization)."""
+    for role, trained in sources.items():
+        own = recorded_normalization(trained.data_hparams)
+        if normalization is not None and own is not None and not same_normalization(own, normalization):
+            raise UsageError(f"{trained.path} ({role}) was trained on images normalized with mean {own[0]}, std "
+                             f"{own[1]}, the test data with {list(normalization[0])}, {list(normalization[1])}: "
+                             "compress networks of the same data one call each")
+
+
 def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_root: str | None = None,
              max_drop: float = 0.3, calibration_images: int = 512, latency_runs: int = 30,
              console: Console | None = None) -> dict[str, Any]:
@@ -144,6 +156,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         sources = {"teacher": load_trained(teacher), **sources}
     check_same_task(list(sources.values()))
     data = rebuild_data(sources[reference], data_root, 1000)
+    check_same_normalization(sources, getattr(data, "normalization", None))
     calibration = calibration_batches(data, calibration_images)
     check_inputs = next(iter(data.test_batches()))[0][:256].cpu()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

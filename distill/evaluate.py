@@ -25,11 +25,13 @@ from distill.checkpoint import Trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
+from distill.models.teacher_view import TeacherView
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 from distill.teacher.sources import KINDS
+from distill.teacher.teacher import recorded_normalization, same_normalization
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
 DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
@@ -56,9 +58,13 @@ def check_same_task(models: list[Trained]) -> None:
             ("task", first.hparams.get("task", "classification"), other.hparams.get("task", "classification")),
             ("class count", first.hparams["num_classes"], other.hparams["num_classes"]),
             ("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),
+            # the test rows are prepared once, as the first model's were: a table fitted otherwise would
+            # be scored on inputs it never saw
+            ("table preprocessing", first.data_hparams.get("fitted"), other.data_hparams.get("fitted")),
         ):
             if a != b:
-                raise UsageError(f"{first.path} and {other.path} differ in {what} ({a} vs {b}); "
+                values = f" ({a} vs {b})" if len(f"{a}{b}") < 120 else ""  # a fitted preprocessing is too long to show
+                raise UsageError(f"{first.path} and {other.path} differ in {what}{values}; "
                                  "compare checkpoints of the same task")
 
 
@@ -154,6 +160,18 @@ def compare(measured: list[Measured], outputs: list[Tensor], task: Task) -> list
     return rows
 
 
+def as_trained(network: Any, data_hparams: dict[str, Any], normalization: Any) -> Any:
+    """``network`` reading the test data's images as its own training normalized them (``TeacherView``);
+    as it is when they were normalized alike, or when either is unknown (ONNX files carry their own data)."""
+    own = recorded_normalization(data_hparams)
+    if own is None or normalization is None or not isinstance(network, nn.Module) or \
+            same_normalization(own, normalization):
+        return network
+    view = TeacherView(network, normalization=own)
+    view.set_data_normalization(*normalization)
+    return view.eval()
+
+
 def load_models(teacher: Path, students: list[Path]) -> list[Trained]:
     """The teacher (a file, or a spec a student recorded) and the students, checked to share one task."""
     if is_built_teacher(str(teacher)):  # rebuilt from what a student recorded: read the students first
@@ -191,7 +209,9 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
 
     measured, outputs = [], []
     for i, (name, trained, tta) in enumerate(zip(names, models, views)):
-        classifier = with_tta(trained.network, tta, data.border_fill)
+        # images normalized otherwise than the test data's: each network reads them as it was trained
+        network = as_trained(trained.network, trained.data_hparams, getattr(data, "normalization", None))
+        classifier = with_tta(network, tta, data.border_fill)
         m, output, labels = measure(name, "teacher" if i == 0 else "student", trained, classifier, tta, data,
                                     eval_device, task, latency_runs)
         measured.append(m)

@@ -55,6 +55,18 @@ def test_a_folder_smaller_than_one_batch_trains_and_distills_end_to_end(tmp_path
                  "--trainer.max_epochs", "1", *data, "--data.mean", "[0.9, 0.1, 0.5]", "--data.std",
                  "[0.05, 0.5, 0.2]", *QUIET, "--run_dir", str(other)]) == 0
     assert json.loads((other / "metrics.json").read_text())["teacher_test_acc"] == pytest.approx(metrics["test/acc"])
+    # The report scores each network on the test images as it was trained to read them.
+    from distill.evaluate import main as evaluate
+
+    assert evaluate(["--teacher", str(teacher_dir / "best.ckpt"), "--student", str(other / "best.ckpt"),
+                     "--out_dir", str(tmp_path / "report"), "--latency_runs", "1"]) == 0
+    rows = json.loads((tmp_path / "report" / "compare.json").read_text())["models"]
+    own = json.loads((other / "metrics.json").read_text())["test/acc"]
+    assert rows[0]["acc"] == pytest.approx(metrics["test/acc"]) and rows[1]["acc"] == pytest.approx(own)
+    from distill.compress import main as compress  # one test set for every artifact: refused, not misread
+
+    assert compress(["--ckpt", str(other / "best.ckpt"), "--teacher", str(teacher_dir / "best.ckpt"),
+                     "--out_dir", str(tmp_path / "c"), "--latency_runs", "3"]) == 2
     # The saved normalization is what evaluation and prediction use: no recomputation.
     rebuilt = ImageDataModule(**{k: v for k, v in saved.data_hparams.items() if k != "_class_path"})
     assert rebuilt.normalization == (tuple(mean), tuple(std))

@@ -167,6 +167,14 @@ def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transfor
                  *data, "--data.scaling", "minmax", *QUIET, "--run_dir", str(tmp_path / "other")])
     assert code == 2 and not (tmp_path / "other" / "best.ckpt").exists()
     assert "(scaling: 'zscore' for the teacher, 'minmax' here)" in capsys.readouterr().err.strip().splitlines()[-1]
+    # Nor does the report score a network on rows prepared for another's fit.
+    from distill.evaluate import main as evaluate
+
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "1", *data, "--data.scaling",
+                 "minmax", *QUIET, "--run_dir", str(tmp_path / "minmax")]) == 0
+    assert evaluate(["--teacher", str(tmp_path / "teacher" / "best.ckpt"), "--student",
+                     str(tmp_path / "minmax" / "best.ckpt"), "--out_dir", str(tmp_path / "r"), "--latency_runs", "1"]) == 2
+    assert "differ in table preprocessing" in capsys.readouterr().err.strip().splitlines()[-1]
     # weights_only round trip: the data rebuilt from the checkpoint applies the identical, saved transform.
     ckpt = load_checkpoint(tmp_path / "student" / "best.ckpt")
     fitted = ckpt["datamodule_hyper_parameters"]["fitted"]
