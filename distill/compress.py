@@ -31,9 +31,9 @@ from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
+from distill.models.teacher_view import recorded_normalization, same_normalization
 from distill.run_dir import atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
-from distill.teacher.teacher import recorded_normalization, same_normalization
 
 
 def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[torch.Tensor]:

@@ -25,13 +25,12 @@ from distill.checkpoint import Trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
-from distill.models.teacher_view import TeacherView
+from distill.models.teacher_view import as_trained
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text, check_output_dir
 from distill.tasks import Task, get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 from distill.teacher.sources import KINDS
-from distill.teacher.teacher import recorded_normalization, same_normalization
 
 DEFAULT_TEACHER = "checkpoints/teacher/best.ckpt"
 DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
@@ -158,18 +157,6 @@ def compare(measured: list[Measured], outputs: list[Tensor], task: Task) -> list
             **task.kept(row, base),
         }
     return rows
-
-
-def as_trained(network: Any, data_hparams: dict[str, Any], normalization: Any) -> Any:
-    """``network`` reading the test data's images as its own training normalized them (``TeacherView``);
-    as it is when they were normalized alike, or when either is unknown (ONNX files carry their own data)."""
-    own = recorded_normalization(data_hparams)
-    if own is None or normalization is None or not isinstance(network, nn.Module) or \
-            same_normalization(own, normalization):
-        return network
-    view = TeacherView(network, normalization=own)
-    view.set_data_normalization(*normalization)
-    return view.eval()
 
 
 def load_models(teacher: Path, students: list[Path]) -> list[Trained]:

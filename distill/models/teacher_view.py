@@ -105,3 +105,33 @@ class TeacherView(nn.Module):
         if self.normalize is not None:
             x = (x - self.teacher_mean) / self.teacher_std
         return select_output(self.network(x), self.output)
+
+
+def recorded_normalization(data_hparams: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
+    """The per-channel (mean, std) a checkpoint's image data recorded (image folders always do), or None."""
+    if not data_hparams or data_hparams.get("mean") is None or data_hparams.get("std") is None:
+        return None
+    return list(data_hparams["mean"]), list(data_hparams["std"])
+
+
+def same_normalization(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+    return all(len(x) == len(y) and all(abs(float(p) - float(q)) < 1e-9 for p, q in zip(x, y))
+               for x, y in zip(a, b))
+
+
+def as_trained(network: Any, data_hparams: dict[str, Any] | None, normalization: Any) -> Any:
+    """``network`` reading images normalized with ``normalization`` as its own training normalized them.
+
+    Wrapped in a ``TeacherView`` (the data's normalization undone, the recorded one applied) when the two
+    differ; returned as it is when they are alike, when either is unknown, or when it is not a module
+    (an ONNX file carries its own data settings).
+    """
+    own = recorded_normalization(data_hparams)
+    if own is None or normalization is None or not isinstance(network, nn.Module) or \
+            same_normalization(own, normalization):
+        return network
+    device = next(network.parameters(), torch.empty(0)).device
+    view = TeacherView(network, normalization=own).to(device)
+    view.set_data_normalization(*normalization)
+    return view.eval()
+

@@ -44,8 +44,7 @@ def build_teacher(settings: TeacherSettings, num_classes: int, input_shape: Sequ
                               settings.trust_code)
         networks.append(adapt_teacher(loaded, shape, num_classes, settings.input_size, settings.normalize,
                                       settings.output))
-        origins.append(Origin(loaded.spec, loaded.kind, loaded.file, loaded.data_hparams.get("fitted"),
-                              loaded.data_hparams))
+        origins.append(Origin(loaded.spec, loaded.kind, loaded.file, loaded.data_hparams))
         recorded.append(loaded.hparams.get("tta", "none") if loaded.hparams else "none")
     network = networks[0] if len(networks) == 1 else Ensemble(networks, settings.ensemble,
                                                               settings.ensemble_temperature)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from distill.errors import UsageError
 from distill.models import count_parameters
 from distill.models.ensemble import Ensemble
-from distill.models.teacher_view import TeacherView
+from distill.models.teacher_view import TeacherView, as_trained
 from distill.models.tta import average_logits, describe, invariances, mirrors, with_tta
 from distill.teacher.sources import file_digest, state_digest
 
@@ -25,8 +25,12 @@ class Origin:
     spec: str  # what the user typed (or the class of an object passed in Python)
     kind: str  # checkpoint, registry, torchvision, timm, import, program or object
     file: Path | None  # the checkpoint or weights file: caches are kept beside it
-    fitted: dict[str, Any] | None = field(default=None, compare=False)  # a table teacher's fitted preprocessing
-    data: dict[str, Any] | None = field(default=None, compare=False)  # the data settings it was trained with
+    data: dict[str, Any] | None = field(default=None, compare=False)  # a checkpoint's data settings (its fit)
+
+    @property
+    def fitted(self) -> dict[str, Any] | None:
+        """A table teacher's fitted preprocessing, as its checkpoint recorded it."""
+        return (self.data or {}).get("fitted")
 
 
 class Teacher(nn.Module):
@@ -144,16 +148,13 @@ class Teacher(nn.Module):
         """A checkpoint teacher whose images were normalized otherwise than the data's gets them as it was
         trained: the data's normalization undone, its own applied (``TeacherView``). Equal ones: untouched."""
         own = getattr(data, "normalization", None)
-        if own is None:
-            return
         for i, origin in enumerate(self.origins):
-            theirs = recorded_normalization(origin.data)
             member = self.members[i]
-            if theirs is None or isinstance(member, TeacherView) or same_normalization(theirs, own):
-                continue  # an adapter the user asked for, or nothing to adapt
-            device = next(member.parameters(), torch.empty(0)).device
-            view = TeacherView(member, normalization=theirs).to(device)
-            view.set_data_normalization(*own)
+            if isinstance(member, TeacherView):
+                continue  # adapters the user asked for, or adapted already
+            view = as_trained(member, origin.data, own)
+            if view is member:
+                continue
             view.requires_grad_(False)
             if isinstance(self.network, Ensemble):
                 self.network.members[i] = view
@@ -205,18 +206,6 @@ def fit_difference(teacher_data: dict[str, Any], student_data: dict[str, Any], t
         return "; ".join(named[:2])
     fitted = [key for key in sorted(set(teacher) | set(student)) if teacher.get(key) != student.get(key)]
     return f"{', '.join(fitted[:3])} fitted on other rows (a changed file?)"
-
-
-def recorded_normalization(data: dict[str, Any] | None) -> tuple[list[float], list[float]] | None:
-    """The per-channel (mean, std) a checkpoint's image data recorded (image folders always do), or None."""
-    if not data or data.get("mean") is None or data.get("std") is None:
-        return None
-    return list(data["mean"]), list(data["std"])
-
-
-def same_normalization(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
-    return all(len(x) == len(y) and all(abs(float(p) - float(q)) < 1e-9 for p, q in zip(x, y))
-               for x, y in zip(a, b))
 
 
 def _identity(origin: Origin, network: nn.Module) -> str:
