@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,15 @@ from distill.tasks import get_task
 MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
 
 
+def unpickling_reason(error: Exception) -> str:
+    """What torch's weights-only unpickler met (``Unsupported global: GLOBAL pathlib.PosixPath``), without its
+    advice to load the file unsafely."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    found = next((line for line in lines if "Unsupported global" in line or "WeightsUnpickler error" in line), None)
+    return (found or next((line for line in lines if line), "unpickling failed")).replace(
+        "WeightsUnpickler error: ", "")[:160]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Reads a checkpoint with ``torch.load(weights_only=True)``: a pickled object is refused, never run.
 
@@ -32,6 +42,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         UsageError: the file is missing, truncated, corrupt, or carries anything but tensors and plain values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"checkpoint {path} is a folder; give the file (a run directory's best.ckpt)")
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found")
     with open(path, "rb") as f:
@@ -42,8 +54,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling failed"
-        raise UsageError(f"checkpoint {path} refused: it holds more than tensors and plain values ({reason[:160]})") from None
+        raise UsageError(f"checkpoint {path} refused: it holds more than tensors and plain values "
+                         f"({unpickling_reason(err)}); code is never run from a file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise UsageError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:

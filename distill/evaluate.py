@@ -25,6 +25,7 @@ from distill.checkpoint import Trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
+from distill.models.row_view import row_view
 from distill.models.teacher_view import as_trained
 from distill.models.tta import TTA_VIEWS, label, with_tta
 from distill.run_dir import atomic_write, atomic_write_text, check_output_dir
@@ -48,6 +49,9 @@ def name_models(paths: list[Path]) -> list[str]:
     return names
 
 
+SPLIT = ("path", "dataset", "file_sha256", "target", "split_seed", "val_fraction", "test_fraction")
+
+
 def check_same_task(models: list[Trained]) -> None:
     """All checkpoints must come from the same dataset, class count and input shape."""
     first = models[0]
@@ -57,9 +61,9 @@ def check_same_task(models: list[Trained]) -> None:
             ("task", first.hparams.get("task", "classification"), other.hparams.get("task", "classification")),
             ("class count", first.hparams["num_classes"], other.hparams["num_classes"]),
             ("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),
-            # the test rows are prepared once, as the first model's were: a table fitted otherwise would
-            # be scored on inputs it never saw
-            ("table preprocessing", first.data_hparams.get("fitted"), other.data_hparams.get("fitted")),
+            # the test rows are split once, as the first model's were: another split holds its training rows
+            *((f"table split ({key})", first.data_hparams.get(key), other.data_hparams.get(key)) for key in SPLIT
+              if first.data_hparams.get("fitted") is not None),
         ):
             if a != b:
                 values = f" ({a} vs {b})" if len(f"{a}{b}") < 120 else ""  # a fitted preprocessing is too long to show
@@ -197,7 +201,13 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
     measured, outputs = [], []
     for i, (name, trained, tta) in enumerate(zip(names, models, views)):
         # images normalized otherwise than the test data's: each network reads them as it was trained
+        # and a table fitted otherwise reads the test rows as its own fit writes them
         network = as_trained(trained.network, trained.data_hparams, getattr(data, "normalization", None))
+        try:
+            network = row_view(network, trained.data_hparams, data)
+        except UsageError as error:
+            raise UsageError(f"{trained.path} was trained on rows preprocessed otherwise than {models[0].path}'s "
+                             f"and cannot read them: {error}") from None
         classifier = with_tta(network, tta, data.border_fill)
         m, output, labels = measure(name, "teacher" if i == 0 else "student", trained, classifier, tta, data,
                                     eval_device, task, latency_runs)

@@ -211,3 +211,87 @@ def test_a_16_bit_image_predicts_as_its_8_bit_twin(student_run, tmp_path):
                         "--out", str(out)]) == 0
         classes.append(out.read_text().splitlines()[1].split(",")[1:3])
     assert classes[0] == classes[1]  # before: clipped to a white square, another class
+
+
+def artifact(kind: str) -> Callable[[Path, Path], list[str]]:
+    """How a model file given to evaluate, compress and predict is made from a trained table model: the
+    file, and the arguments besides it (``--data_root``)."""
+    def make(folder: Path, trained: Path) -> list[str]:
+        path = folder / "model.ckpt"
+        if kind == "missing":
+            return [str(path)]
+        if kind == "a folder":
+            return [str(folder)]
+        if kind == "zero bytes":
+            path.write_bytes(b"")
+        elif kind == "text":
+            path.write_text("x,y\n1,2\n")
+        elif kind == "truncated":
+            path.write_bytes(trained.read_bytes()[:4000])
+        elif kind == "a pickle of code":
+            import torch
+
+            torch.save({"state_dict": {}, "loss": Path("evil")}, path)  # weights_only refuses the object
+        elif kind in ("a copy", "data moved", "data moved, --data_root", "data changed"):
+            # a model of its own whose training CSV the case moves or edits
+            table = folder / "data" / "train.csv"
+            table.parent.mkdir()
+            table.write_text(text(HEADER, rows(120)))
+            assert train(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "1", "--data", "tabular",
+                          "--data.path", str(table), "--data.target", "label", *QUIET,
+                          "--run_dir", str(folder / "run")]) == 0
+            path = folder / "elsewhere" / "model.ckpt"
+            path.parent.mkdir()
+            path.write_bytes((folder / "run" / "best.ckpt").read_bytes())
+            if kind.startswith("data moved"):
+                (folder / "moved").mkdir()
+                table.rename(folder / "moved" / "train.csv")
+                return [str(path)] + (["--data_root", str(folder / "moved")] if kind.endswith("root") else [])
+            if kind == "data changed":
+                table.write_text(text(HEADER, rows(120)[::-1]))
+        return [str(path)]
+    return make
+
+
+# input class -> (how it is made, then per command: exit 0, None (does not apply), or the error's words)
+ARTIFACTS = {
+    "missing": (artifact("missing"), "not found", "not found", "not found"),
+    "a folder": (artifact("a folder"), *["is a folder"] * 3),
+    "zero bytes": (artifact("zero bytes"), "is not a checkpoint", "is not a checkpoint", "is not a checkpoint"),
+    "text": (artifact("text"), "is not a checkpoint", "is not a checkpoint", "is not a checkpoint"),
+    "truncated": (artifact("truncated"), "is truncated or corrupt", "is truncated or corrupt", "is truncated or corrupt"),
+    "a pickle of code": (artifact("a pickle of code"), *["Unsupported global: GLOBAL pathlib"] * 3),
+    "a copy": (artifact("a copy"), 0, 0, 0),
+    # the test rows cannot be rebuilt, and saying so is right; predict needs no training file
+    "data moved": (artifact("data moved"), "--data_root DIR", "--data_root DIR", 0),
+    "data moved, --data_root": (artifact("data moved, --data_root"), 0, 0, None),
+    # a rebuilt split of a changed file would put training rows among the test rows
+    "data changed": (artifact("data changed"), "changed since the model was trained", "changed since the model was "
+                     "trained", 0),
+}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compress", "predict"])
+@pytest.mark.parametrize("case", list(ARTIFACTS))
+def test_model_files_given_to_each_command(case, command, table_model, tmp_path, capsys):
+    from distill.compress import main as compress
+    from distill.evaluate import main as evaluate
+
+    make, *outcomes = ARTIFACTS[case]
+    outcome = outcomes[["evaluate", "compress", "predict"].index(command)]
+    if outcome is None:
+        pytest.skip("predict takes no --data_root")
+    model, *extra = make(tmp_path, table_model)
+    out = tmp_path / "out"
+    if command == "evaluate":
+        got = evaluate(["--teacher", model, "--student", model, *extra, "--out_dir", str(out), "--latency_runs", "1"])
+    elif command == "compress":
+        got = compress(["--ckpt", model, *extra, "--out_dir", str(out), "--latency_runs", "3", "--calibration", "16"])
+    else:
+        (tmp_path / "new.csv").write_text(text(HEADER, NEW))
+        got = predict(["--model", model, "--input", str(tmp_path / "new.csv"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert got == (0 if outcome == 0 else 2), err[-3:]
+    if outcome != 0:
+        assert err and err[-1].startswith("error: ") and outcome in err[-1] and len(err[-1]) < 400, err[-3:]
+        assert "\x1b" not in err[-1] and (not out.exists() or not any(out.iterdir()))

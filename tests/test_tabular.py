@@ -161,20 +161,35 @@ def test_both_stages_run_through_the_cli_and_the_checkpoint_carries_the_transfor
                  "--trainer.max_epochs", "3", *data, *QUIET, "--run_dir", str(tmp_path / "student")]) == 0
     student = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert student["method"] == "kd" and student["teacher_test_acc"] == pytest.approx(teacher["test/acc"])
-    # A student whose rows are preprocessed otherwise would feed the teacher inputs it never saw (its own
-    # accuracy 89.5 % became 63.2 % in the student's metrics, without a word): one line, before training.
+    # A student whose rows are preprocessed otherwise fed the teacher inputs it never saw (its own accuracy
+    # 89.5 % became 63.2 % in the student's metrics, without a word): it now reads them as its fit writes them.
+    assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
+                 "--trainer.max_epochs", "1", *data, "--data.scaling", "minmax", "--data.encoding", "ordinal", *QUIET,
+                 "--run_dir", str(tmp_path / "other")]) == 0
+    other = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    assert other["teacher_test_acc"] == pytest.approx(teacher["test/acc"])
+    # Where the rows cannot be turned back (a projection), one line before training.
     code = main(["student", "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "teacher" / "best.ckpt"),
-                 *data, "--data.scaling", "minmax", *QUIET, "--run_dir", str(tmp_path / "other")])
-    assert code == 2 and not (tmp_path / "other" / "best.ckpt").exists()
-    assert "(scaling: 'zscore' for the teacher, 'minmax' here)" in capsys.readouterr().err.strip().splitlines()[-1]
-    # Nor does the report score a network on rows prepared for another's fit.
+                 *data, "--data.reduction", "pca", *QUIET, "--run_dir", str(tmp_path / "pca")])
+    assert code == 2 and not (tmp_path / "pca" / "best.ckpt").exists()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(reduction: 'none' for the teacher, 'pca' here)" in last and "reduced (pca), which cannot be undone" in last
+    # The report scores each network on the same test rows, each prepared by its own fit.
     from distill.evaluate import main as evaluate
 
     assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "1", *data, "--data.scaling",
                  "minmax", *QUIET, "--run_dir", str(tmp_path / "minmax")]) == 0
     assert evaluate(["--teacher", str(tmp_path / "teacher" / "best.ckpt"), "--student",
-                     str(tmp_path / "minmax" / "best.ckpt"), "--out_dir", str(tmp_path / "r"), "--latency_runs", "1"]) == 2
-    assert "differ in table preprocessing" in capsys.readouterr().err.strip().splitlines()[-1]
+                     str(tmp_path / "minmax" / "best.ckpt"), "--out_dir", str(tmp_path / "r"), "--latency_runs", "1"]) == 0
+    scored = {m["name"]: m["acc"] for m in json.loads((tmp_path / "r" / "compare.json").read_text())["models"]}
+    own = json.loads((tmp_path / "minmax" / "metrics.json").read_text())["test/acc"]
+    assert scored == pytest.approx({"teacher": teacher["test/acc"], "minmax": own})
+    # A network trained on another split would be scored on its own training rows: refused.
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "1", *data, "--data.split_seed",
+                 "7", *QUIET, "--run_dir", str(tmp_path / "split7")]) == 0
+    assert evaluate(["--teacher", str(tmp_path / "teacher" / "best.ckpt"), "--student",
+                     str(tmp_path / "split7" / "best.ckpt"), "--out_dir", str(tmp_path / "r7"), "--latency_runs", "1"]) == 2
+    assert "differ in table split (split_seed)" in capsys.readouterr().err.strip().splitlines()[-1]
     # weights_only round trip: the data rebuilt from the checkpoint applies the identical, saved transform.
     ckpt = load_checkpoint(tmp_path / "student" / "best.ckpt")
     fitted = ckpt["datamodule_hyper_parameters"]["fitted"]

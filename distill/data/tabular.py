@@ -284,6 +284,7 @@ class TabularDataModule(LightningDataModule):
         self.file, self.target, self.task = Path(source), target, task
         self.numeric_columns, self.categorical_columns = list(schema["numeric"]), list(schema["categorical"])
         self.classes, self.fitted = tuple(schema["classes"]), fitted
+        self.gaps = frozenset([*self.numeric_columns, *self.categorical_columns])  # unknown: any column may have gaps
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
 
     # -- reading -------------------------------------------------------------------------------------------------
@@ -361,6 +362,8 @@ class TabularDataModule(LightningDataModule):
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
         test, val, train = np.sort(order[:n_test]), np.sort(order[n_test:n_test + n_val]), np.sort(order[n_test + n_val:])
         numeric, categorical = self.parse_rows(header, rows, lines)
+        self.gaps = frozenset([c for j, c in enumerate(self.numeric_columns) if np.isnan(numeric[:, j]).any()] +
+                              [c for j, c in enumerate(self.categorical_columns) if (categorical[:, j] == None).any()])  # noqa: E711
         # The training array that batch indices point into: training rows, then validation rows.
         pool = np.concatenate([train, val])
         if fitted is None:  # fitted on the training rows only, never on validation or test rows

@@ -131,7 +131,9 @@ def adapt_teacher(loaded: LoadedTeacher, input_shape: tuple[int, ...], num_class
         if recorded["num_classes"] != num_classes:
             raise UsageError(f"teacher {loaded.spec} predicts {recorded['num_classes']} classes but the data "
                              f"has {num_classes}")
-        if tuple(recorded["input_shape"]) != tuple(input_shape) and len(input_shape) == 1:
+        if (loaded.data_hparams or {}).get("fitted") is not None and len(input_shape) == 1:
+            input_shape = tuple(recorded["input_shape"])  # a table teacher reads the data's rows re-encoded by its own fit (attach)
+        elif tuple(recorded["input_shape"]) != tuple(input_shape) and len(input_shape) == 1:
             raise UsageError(f"teacher {loaded.spec} reads rows of {recorded['input_shape'][0]} features, the data "
                              f"gives {input_shape[0]}: give the student's --data the teacher's columns, drop list "
                              "and encoding")

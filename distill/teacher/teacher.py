@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from distill.errors import UsageError
 from distill.models import count_parameters
 from distill.models.ensemble import Ensemble
+from distill.models.row_view import RowView, row_view
 from distill.models.teacher_view import TeacherView, as_trained
 from distill.models.tta import average_logits, describe, invariances, mirrors, with_tta
 from distill.teacher.sources import file_digest, state_digest
@@ -118,19 +119,14 @@ class Teacher(nn.Module):
 
     # --- the data it reads --------------------------------------------------------------------------
     def attach(self, data: Any) -> None:
-        """Takes what the data says of its inputs: its normalization (undone by adapters), its border fill.
+        """Takes what the data says of its inputs: its normalization (undone by adapters), a table's fitted
+        preprocessing (re-encoded for a teacher fitted otherwise), its border fill.
 
         Raises:
-            UsageError: an adapter needs a normalization the data does not state, or mirrored views
-                on data whose mirror changes the class.
+            UsageError: an adapter needs a normalization the data does not state, a table teacher's rows
+                cannot be re-encoded from the data's, or mirrored views on data whose mirror changes the class.
         """
-        own = getattr(data, "fitted", None)  # a table's preprocessing, fitted on its training rows
-        for origin in self.origins:
-            if origin.fitted is not None and own is not None and origin.fitted != own:
-                raise UsageError(f"teacher {origin.spec} was trained on rows preprocessed otherwise "
-                                 f"({fit_difference(origin.data or {}, dict(getattr(data, 'hparams', {})), origin.fitted, own)}"
-                                 "): it would read inputs unlike any it learned from; give the student's --data the "
-                                 "teacher's settings")
+        self._match_rows(data)
         self._match_normalization(data)
         for view in (m for m in self.network.modules() if isinstance(m, TeacherView) and m.normalize is not None):
             normalization = getattr(data, "normalization", None)
@@ -144,6 +140,32 @@ class Teacher(nn.Module):
         fill = getattr(data, "border_fill", None)  # a plain DataModule: repeat the edge
         self.fill = None if fill is None else tuple(fill)
 
+    def _match_rows(self, data: Any) -> None:
+        """A table teacher fitted otherwise than the data's rows reads them as its own fit writes them
+        (``RowView``); refused in one line where the rows cannot be turned back."""
+        for i, origin in enumerate(self.origins):
+            if isinstance(self.members[i], RowView):
+                continue  # attached already
+            try:
+                view = row_view(self.members[i], origin.data, data)
+            except UsageError as error:
+                difference = fit_difference(origin.data or {}, dict(getattr(data, "hparams", {})), origin.fitted or {},
+                                            getattr(data, "fitted", None) or {})
+                raise UsageError(f"teacher {origin.spec} was trained on rows preprocessed otherwise ({difference}) "
+                                 f"and cannot read these: {error}; give the student's --data the teacher's settings"
+                                 ) from None
+            self._replace_member(i, view)
+
+    def _replace_member(self, i: int, view: nn.Module) -> None:
+        if view is self.members[i]:
+            return
+        view.requires_grad_(False)
+        if isinstance(self.network, Ensemble):
+            self.network.members[i] = view
+        else:
+            self.network = view
+        self.eval()
+
     def _match_normalization(self, data: Any) -> None:
         """A checkpoint teacher whose images were normalized otherwise than the data's gets them as it was
         trained: the data's normalization undone, its own applied (``TeacherView``). Equal ones: untouched."""
@@ -152,15 +174,7 @@ class Teacher(nn.Module):
             member = self.members[i]
             if isinstance(member, TeacherView):
                 continue  # adapters the user asked for, or adapted already
-            view = as_trained(member, origin.data, own)
-            if view is member:
-                continue
-            view.requires_grad_(False)
-            if isinstance(self.network, Ensemble):
-                self.network.members[i] = view
-            else:
-                self.network = view
-        self.eval()
+            self._replace_member(i, as_trained(member, origin.data, own))
 
     # --- what it computes ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Teacher":
@@ -209,9 +223,9 @@ def fit_difference(teacher_data: dict[str, Any], student_data: dict[str, Any], t
 
 
 def _identity(origin: Origin, network: nn.Module) -> str:
-    if origin.kind == "checkpoint" and not isinstance(network, TeacherView):
+    if origin.kind == "checkpoint" and not isinstance(network, (TeacherView, RowView)):
         return file_digest(origin.spec)  # a checkpoint's bytes: caches made before stay valid
-    adapters = network.describe() if isinstance(network, TeacherView) else "none"
+    adapters = network.describe() if isinstance(network, (TeacherView, RowView)) else "none"
     if isinstance(network, TeacherView) and network.normalize is not None:
         adapters += f",data_mean={network.data_mean.flatten().tolist()},data_std={network.data_std.flatten().tolist()}"
     return f"{origin.spec}|{adapters}|{state_digest(network)}"
