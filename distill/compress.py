@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
+from distill.runtime import BATCHES, Round, choose_session, choose_threads, interleaved, onnx_round, torch_round
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
 from distill.models.teacher_view import recorded_normalization, same_normalization
@@ -49,15 +49,7 @@ def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[t
     return batches
 
 
-def interleaved_speed(models: dict[str, Any], input_shape: tuple[int, ...], runs: int, rounds: int = 3) -> dict[str, dict]:
-    """Batch-1 latency and batch-256 throughput of every model, measured in interleaved rounds (medians)."""
-    per_round: dict[str, list[dict]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            per_round[name].append(cost.speed(model, input_shape, torch.device("cpu"), runs=max(3, runs // rounds)))
-    return {name: {"latency_ms": statistics.median(r["latency_ms"] for r in rows),
-                   "throughput": statistics.median(r["throughput"] for r in rows),
-                   "threads": torch.get_num_threads()} for name, rows in per_round.items()}
+ROUNDS = 7  # interleaved timing rounds per artifact: the median of their per-call means is reported
 
 
 @dataclass
@@ -71,23 +63,33 @@ class Artifact:
     file: str | None
     bytes: int
     source: dict[str, Any]  # role, architecture, checkpoint, parameters and FLOPs of the network it comes from
+    rounds: dict[str, Round] = field(repr=False)  # timed calls at batch 1 (latency) and 256 (throughput)
+    runs_with: dict[str, dict[str, Any]]  # per figure, the threads (and graph optimization) it is timed with
     parity: dict[str, float] | None = None  # ONNX against PyTorch on test inputs
 
     def row(self) -> dict[str, Any]:
         """Its plain row, to which measurement and comparison add their figures."""
         row = {**self.source, "name": self.name, "format": self.format, "runtime": self.runtime, "file": self.file,
-               "bytes": self.bytes}
+               "bytes": self.bytes, "runs_with": self.runs_with}
         return {**row, "parity": self.parity} if self.parity is not None else row
+
+
+def measure_speed(artifacts: list[Artifact], calls: int, repeats: int = ROUNDS) -> dict[str, dict[str, float]]:
+    """Batch-1 latency and batch-256 throughput of every artifact: interleaved rounds of plain calls (medians)."""
+    latency = interleaved({a.name: a.rounds["latency"] for a in artifacts}, calls, repeats)
+    batch = BATCHES["throughput"]
+    per_batch = interleaved({a.name: a.rounds["throughput"] for a in artifacts}, max(3, calls // 30), repeats)
+    return {a.name: {"latency_ms": 1000 * latency[a.name], "throughput": batch / per_batch[a.name]} for a in artifacts}
 
 
 def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
                  check_inputs: torch.Tensor) -> list[Artifact]:
-    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network, written and checked, before measurement."""
+    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network, written and checked, each with the session
+    options (PyTorch: threads) it runs fastest with at each batch size, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
     onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
-    fp32 = OnnxClassifier(onnx_path)
-    parity = verify_onnx(fp32, network, check_inputs)
+    parity = verify_onnx(OnnxClassifier(onnx_path), network, check_inputs)
     int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
@@ -96,15 +98,23 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
                "classes": list(data.class_names), "model": trained.hparams["model"], "source": str(trained.path),
                "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
                "data": trained.data_hparams, "output": task.output_kind}
-    for path, fmt in ((onnx_path, "onnx fp32"), (int8_path, "onnx int8")):
-        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt}, indent=2) + "\n")
-    return [
-        Artifact(f"{role} (PyTorch)", "pytorch fp32", "torch eager", network, None, cost.weights_bytes(network), base),
-        Artifact(f"{role} (ONNX fp32)", "onnx fp32", "onnxruntime CPU", fp32, onnx_path.name, file_bytes(onnx_path),
-                 base, parity),
-        Artifact(f"{role} (ONNX int8)", "onnx int8 (QDQ, per-channel)", "onnxruntime CPU", OnnxClassifier(int8_path),
-                 int8_path.name, file_bytes(int8_path), base),
-    ]
+    inputs = {kind: torch.randn(batch, *input_shape) for kind, batch in BATCHES.items()}
+    threads = {kind: choose_threads(network, input_shape, batch) for kind, batch in BATCHES.items()}
+    artifacts = [Artifact(f"{role} (PyTorch)", "pytorch fp32", "torch eager", network, None,
+                          cost.weights_bytes(network), base,
+                          {kind: torch_round(network, inputs[kind], threads[kind]) for kind in BATCHES},
+                          {kind: {"intra_op_threads": threads[kind]} for kind in BATCHES})]
+    for path, fmt, name, check in ((onnx_path, "onnx fp32", "ONNX fp32", parity),
+                                   (int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None)):
+        sessions = {kind: choose_session(path, input_shape, batch) for kind, batch in BATCHES.items()}
+        runner = OnnxClassifier(path, sessions=sessions)
+        runs_with = {kind: options.as_dict() for kind, options in sessions.items()}
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt.split(" (")[0],
+                                                                 "session": runs_with}, indent=2) + "\n")
+        artifacts.append(Artifact(f"{role} ({name})", fmt, "onnxruntime CPU", runner, path.name, file_bytes(path), base,
+                                  {kind: onnx_round(runner.sessions[kind], inputs[kind].numpy()) for kind in BATCHES},
+                                  runs_with, check))
+    return artifacts
 
 
 WORK_PREFIX, OWNER = ".compress-", "owner.pid"  # the work folder beside --out_dir, and who is writing it
@@ -168,7 +178,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         for role, trained in sources.items():
             artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs)
         input_shape = tuple(sources[reference].hparams["input_shape"])
-        speeds = interleaved_speed({a.name: a.runner for a in artifacts}, input_shape, latency_runs)
+        speeds = measure_speed(artifacts, latency_runs)
         logits_of: dict[str, torch.Tensor] = {}
         task = get_task(sources[reference].hparams.get("task"))
         rows = [a.row() for a in artifacts]
@@ -180,7 +190,8 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             row.update(test_samples=len(labels), **speeds[row["name"]])
         report = summarize(rows, logits_of, max_drop, reference, task)
         report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
-        report.update(cpu_threads=torch.get_num_threads(), max_drop_points=max_drop, input_shape=list(input_shape),
+        report.update(cpu_threads=torch.get_num_threads(), rounds=ROUNDS, calls_per_round=latency_runs,
+                      max_drop_points=max_drop, input_shape=list(input_shape),
                       calibration_images=sum(len(b) for b in calibration))
         atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(work / "compress.md", markdown(report))
@@ -285,13 +296,13 @@ def pruning_statements(sources: dict[str, Trained], rows: list[dict[str, Any]]) 
 def columns(report: dict[str, Any]) -> list[str]:
     task = get_task(report.get("task"))
     return ["artifact", "format", "params", "MFLOPs", "size KB", "size ×", *task.artifact_columns, "ms (b=1)",
-            f"{_samples(report)}/s (b=256)", "× PyTorch", "× ONNX fp32"]
+            f"{_samples(report)}/s (b=256)", "threads", "× PyTorch", "× ONNX fp32"]
 
 
 def _cells(row: dict[str, Any], task: Task) -> list[str]:
     return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
             f"{row['size_ratio']:.2f}", *task.artifact_cells(row), f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
-            f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
+            "/".join(str(row["runs_with"][kind]["intra_op_threads"]) for kind in BATCHES), f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
 
 
 def _samples(report: dict[str, Any]) -> str:
@@ -301,7 +312,7 @@ def _samples(report: dict[str, Any]) -> str:
 def table(report: dict[str, Any]) -> Table:
     rows = report["artifacts"]
     out = Table(title=f"Artifacts on the test set ({rows[0]['test_samples']} {_samples(report)}), CPU, "
-                      f"{report['cpu_threads']} threads")
+                      f"{report['cpu_threads']} threads available; threads: each artifact's at batch 1/256")
     for column in columns(report):
         out.add_column(column, justify="left" if column in ("artifact", "format") else "right")
     for row in rows:
@@ -312,8 +323,11 @@ def table(report: dict[str, Any]) -> Table:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Compression report", "",
              f"Test set: {report['artifacts'][0]['test_samples']} {_samples(report)}. CPU, {report['cpu_threads']} threads "
-             "(onnxruntime sessions set to the same), batch-1 latency median of interleaved rounds; "
-             f"int8 calibrated on {report['calibration_images']} training {_samples(report)}.", "",
+             "available; each artifact runs with the thread count (onnxruntime: and graph optimization) that serves it "
+             "best at each batch size, chosen by timing and recorded in its sidecar (threads: batch 1/256). Latency: "
+             f"the median over {report['rounds']} interleaved rounds of {report['calls_per_round']} plain calls each "
+             f"(a prepared input, nothing else timed); int8 calibrated on {report['calibration_images']} training "
+             f"{_samples(report)}.", "",
              "| " + " | ".join(columns(report)) + " |", "|" + "---|" * len(columns(report))]
     task = get_task(report.get("task"))
     lines += ["| " + " | ".join(_cells(row, task)) + " |" for row in report["artifacts"]]
@@ -357,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(regression: points of R² x 100)")
     parser.add_argument("--calibration", type=int, default=512,
                         help="training images (or table rows) calibrating int8 activations")
-    parser.add_argument("--latency_runs", type=int, default=30, help="timed batch-1 runs per artifact")
+    parser.add_argument("--latency_runs", type=int, default=300,
+                        help=f"timed batch-1 calls per artifact in each of {ROUNDS} interleaved rounds")
     args = parser.parse_args(argv)
 
     def run() -> None:

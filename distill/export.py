@@ -6,7 +6,6 @@ a missing package is a one-line error naming the extra.
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,16 +18,9 @@ from torch import Tensor, nn
 
 from distill.errors import UsageError
 from distill.run_dir import atomic_write
+from distill.runtime import BATCHES, INPUT, OUTPUT, SessionOptions, open_session, require
 
-INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
-
-
-def require(module: str) -> Any:
-    """Imports an optional dependency of the compression stage, or says which extra provides it."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError:
-        raise UsageError(f"{module} is not installed; install the compression extra: pip install -e \".[compress]\"") from None
+__all__ = ["INPUT", "OUTPUT", "OnnxClassifier", "export_onnx", "file_bytes", "quantize_int8", "require", "verify_onnx"]
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
@@ -56,21 +48,28 @@ class OnnxClassifier:
 
     Args:
         path: The ``.onnx`` file.
-        threads: Intra-op threads of the session (set explicitly, so timings say what they ran with).
+        threads: Intra-op threads of a session opened without ``sessions`` (default: PyTorch's count).
+        sessions: The options to run it with at batch 1 (``latency``) and at larger batches
+            (``throughput``), as ``distill.compress`` chose and recorded them in the sidecar.
     """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        ort = require("onnxruntime")
-        options = ort.SessionOptions()
-        self.threads = threads or torch.get_num_threads()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
+    def __init__(self, path: Path, threads: int | None = None,
+                 sessions: dict[str, SessionOptions] | None = None) -> None:
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        default = SessionOptions(threads or torch.get_num_threads())
+        self.options = {kind: (sessions or {}).get(kind, default) for kind in BATCHES}
+        opened = {options: open_session(path, options) for options in set(self.options.values())}
+        self.sessions = {kind: opened[options] for kind, options in self.options.items()}
+        self.session = self.sessions["throughput"]
+        self.threads = self.options["throughput"].intra_op_threads
+
+    def session_for(self, batch: int) -> Any:
+        """The session that runs a batch of ``batch`` fastest."""
+        return self.sessions["latency" if batch == 1 else "throughput"]
 
     def __call__(self, inputs: Tensor) -> Tensor:
         array = inputs.detach().cpu().float().contiguous().numpy()
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: array})[0])
+        return torch.from_numpy(self.session_for(len(array)).run([OUTPUT], {INPUT: array})[0])
 
     def eval(self) -> "OnnxClassifier":
         return self

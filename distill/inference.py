@@ -17,6 +17,7 @@ from distill.checkpoint import Trained, load_trained
 from distill.data.interface import task_of
 from distill.errors import UsageError
 from distill.export import OnnxClassifier
+from distill.runtime import SessionOptions
 from distill.tasks import get_task
 
 
@@ -62,7 +63,8 @@ def load_artifact(path: Path) -> Trained:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UsageError(f"{sidecar} is not the description distill.compress writes ({type(err).__name__}: {err})") from None
     try:
-        network = OnnxClassifier(path)
+        sessions = {kind: SessionOptions.from_dict(options) for kind, options in (spec.get("session") or {}).items()}
+        network = OnnxClassifier(path, sessions=sessions)  # as compress timed it, where it recorded how
     except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
         if isinstance(err, UsageError):  # the optional dependency is missing
             raise

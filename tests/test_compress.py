@@ -35,7 +35,8 @@ def test_compress_writes_every_artifact_and_a_report_naming_one(compressed, stud
                          for kind in ("PyTorch", "ONNX fp32", "ONNX int8")}
     for row in rows.values():
         assert {"params", "flops", "bytes", "size_ratio", "acc", "f1", "acc_change_points", "agreement_with_fp32",
-                "latency_ms", "throughput", "speedup_vs_pytorch", "speedup_vs_onnx_fp32", "threads"} <= set(row)
+                "latency_ms", "throughput", "speedup_vs_pytorch", "speedup_vs_onnx_fp32", "runs_with"} <= set(row)
+        assert {row["runs_with"][kind]["intra_op_threads"] for kind in ("latency", "throughput")} <= {1, 2, 4, 8, 16, 32, 64}
     assert rows[f"{student} (ONNX fp32)"]["acc"] == pytest.approx(rows[f"{student} (PyTorch)"]["acc"])
     assert rows[f"{student} (ONNX fp32)"]["agreement_with_fp32"] == 1.0
     assert report["recommended"].startswith(f"{student} (")
@@ -46,6 +47,12 @@ def test_compress_writes_every_artifact_and_a_report_naming_one(compressed, stud
     sidecar = json.loads((out / f"{student}.json").read_text())
     assert sidecar["input_shape"] == [1, 28, 28] and sidecar["data"]["dataset"] == "fashion_mnist"
     assert sidecar["params"] == rows[f"{student} (PyTorch)"]["params"] and sidecar["format"] == "onnx fp32"
+    # the file runs as it was timed: predict and evaluate open it with the options compress chose
+    assert sidecar["session"] == rows[f"{student} (ONNX fp32)"]["runs_with"]
+    from distill.inference import load_artifact
+
+    loaded = load_artifact(out / f"{student}.onnx").network
+    assert {kind: o.as_dict() for kind, o in loaded.options.items()} == sidecar["session"]
 
 
 def test_evaluate_compares_onnx_artifacts_beside_checkpoints(compressed, teacher_run, student_run, tmp_path):

@@ -1,0 +1,155 @@
+"""How a deployed network is run and timed: onnxruntime session options chosen per file and batch size.
+
+A tiny network at batch 1 runs in tens of microseconds, where a second thread's synchronization, a
+tensor conversion or a timer per call are as large as the work: the defaults (every core, a timer
+around each call) hid a student's speed and recommended its slower file. Here every artifact is
+timed the way a deployment calls it (a prepared input, one ``session.run`` or forward per call, the
+mean over a round of calls), rounds interleaved across artifacts so that the machine's drift falls on
+all of them alike, and each runs with the thread count and graph optimization that serve it best at
+that batch size, chosen by the same timing and recorded, so ``distill.predict`` runs the file as it
+was measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill.errors import UsageError
+
+INPUT, OUTPUT = "input", "logits"  # the names of an exported graph's input and output
+OPTIMIZATIONS = ("basic", "extended", "all")
+BATCHES = {"latency": 1, "throughput": 256}  # what each figure is measured at
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What an onnxruntime session on the CPU is opened with (plain values: they go into the sidecar)."""
+
+    intra_op_threads: int = 1
+    optimization: str = "all"  # onnxruntime's graph optimization level
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 1 or self.optimization not in OPTIMIZATIONS:
+            raise UsageError(f"session options {asdict(self)}: threads >= 1, optimization one of {OPTIMIZATIONS}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SessionOptions":
+        try:
+            return cls(int(values["intra_op_threads"]), str(values.get("optimization", "all")))
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"session options {values!r}: give intra_op_threads and optimization") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require(module: str) -> Any:
+    """Imports an optional dependency of the compression stage, or says which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise UsageError(f"{module} is not installed; install the compression extra: pip install -e \".[compress]\"") from None
+
+
+def open_session(path: Path, options: SessionOptions) -> Any:
+    """An onnxruntime CPU session: sequential execution, one inter-op thread, ``options``' threads and level."""
+    ort = require("onnxruntime")
+    settings = ort.SessionOptions()
+    settings.intra_op_num_threads = options.intra_op_threads
+    settings.inter_op_num_threads = 1
+    settings.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    settings.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[options.optimization]
+    return ort.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
+
+
+Round = Callable[[int], float]  # runs n calls, returns the mean seconds per call
+
+
+def onnx_round(session: Any, inputs: np.ndarray) -> Round:
+    """Calls of ``session`` on one prepared input, as a deployment makes them."""
+    feed = {INPUT: np.ascontiguousarray(inputs, dtype=np.float32)}
+
+    def run(calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            session.run([OUTPUT], feed)
+        return (time.perf_counter() - start) / calls
+    return run
+
+
+def torch_round(model: nn.Module, inputs: torch.Tensor, threads: int) -> Round:
+    """Forwards of ``model`` under ``torch.inference_mode`` with ``threads`` intra-op threads (restored after)."""
+    def run(calls: int) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                model(inputs)  # the first call after a thread change pays for the pool
+                start = time.perf_counter()
+                for _ in range(calls):
+                    model(inputs)
+                return (time.perf_counter() - start) / calls
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
+def interleaved(rounds: dict[str, Round], calls: int, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median over ``repeats`` interleaved rounds of each one's mean seconds per call."""
+    for run in rounds.values():
+        run(warmup)
+    times: dict[str, list[float]] = {name: [] for name in rounds}
+    for _ in range(repeats):
+        for name, run in rounds.items():
+            times[name].append(run(calls))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def thread_choices(cores: int | None = None) -> list[int]:
+    """Thread counts worth trying: one, and every core this process may use (if more)."""
+    cores = cores or torch.get_num_threads()
+    return sorted({1, cores})
+
+
+def fastest(candidates: dict[Any, Round], calls: int, repeats: int = 3) -> tuple[Any, float]:
+    """The candidate with the lowest median seconds per call, and that figure."""
+    measured = interleaved(candidates, calls, repeats)
+    best = min(measured, key=measured.__getitem__)
+    return best, measured[best]
+
+
+def calls_for(seconds_per_call: float, budget_s: float = 0.05, most: int = 300) -> int:
+    """Calls per timing round so that a round lasts about ``budget_s`` (at least 3)."""
+    return max(3, min(most, int(budget_s / max(seconds_per_call, 1e-7))))
+
+
+def choose_session(path: Path, input_shape: Sequence[int], batch: int, threads: Sequence[int] | None = None
+                   ) -> SessionOptions:
+    """The session options under which ``path`` answers a batch of ``batch`` fastest on this CPU."""
+    inputs = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    candidates = {SessionOptions(t, level): None for t in (threads or thread_choices()) for level in ("extended", "all")}
+    rounds = {options: onnx_round(open_session(path, options), inputs) for options in candidates}
+    probe = next(iter(rounds.values()))
+    best, _ = fastest(rounds, calls_for(probe(3)))
+    return best
+
+
+def choose_threads(model: nn.Module, input_shape: Sequence[int], batch: int,
+                   threads: Sequence[int] | None = None) -> int:
+    """The intra-op thread count under which ``model`` in PyTorch answers a batch of ``batch`` fastest."""
+    inputs = torch.randn(batch, *input_shape)
+    rounds = {t: torch_round(model, inputs, t) for t in (threads or thread_choices())}
+    best, _ = fastest(rounds, calls_for(next(iter(rounds.values()))(3)))
+    return best
