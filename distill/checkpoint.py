@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from distill.data import DATA_MODULES
 from distill.errors import UsageError
 from distill.models import create_model
+from distill.models.quantized import quantization_aware
 from distill.tasks import get_task
 
 MODEL_PREFIX = "model."  # where the systems keep the network in their state dict
@@ -139,6 +140,8 @@ def load_trained(path: str | Path) -> Trained:
     try:
         network = create_model(hparams["model"], num_classes=hparams["num_classes"],
                                in_channels=hparams["input_shape"][0], **(hparams.get("model_kwargs") or {}))
+        if hparams.get("quantization"):  # trained int8-aware: its fake quantization rebuilt around the float network
+            network = quantization_aware(network, hparams["input_shape"], hparams["quantization"])
         model = get_task(hparams.get("task")).wrap(network, hparams.get("target_scale"))
     except KeyError as err:
         raise UsageError(f"checkpoint {path} lacks the hyperparameter {err}") from None

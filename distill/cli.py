@@ -29,7 +29,7 @@ from distill.data.interface import target_scale_of, task_of
 from distill.errors import UsageError
 from distill.run_dir import check_output_dir
 from distill.losses import DISTILLERS
-from distill.modules import ClassifierSystem, DistillModule, PruneModule, TeacherModule
+from distill.modules import ClassifierSystem, DistillModule, PruneModule, QATModule, TeacherModule
 
 RECIPES = Path(__file__).resolve().parents[1] / "teachers"
 
@@ -41,6 +41,8 @@ STAGES: dict[str, tuple[type[ClassifierSystem], str, Path]] = {
                 RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini.yaml"),
     "prune": (PruneModule, "remove channels of a trained network, then fine-tune it against the teacher",
               RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini-pruned.yaml"),
+    "qat": (QATModule, "fine-tune a trained network int8-aware (fake quantization) against the teacher",
+            RECIPES / "fashion_mnist" / "cnn_wide-to-cnn_mini-qat.yaml"),
 }
 
 DEFAULT_DATA = "images"  # the DataModule a stage uses unless --data names another

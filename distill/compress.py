@@ -28,6 +28,7 @@ from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
+from distill.models.quantized import quantized_graph
 from distill.runtime import BATCHES, Round, choose_session, choose_threads, interleaved, onnx_round, torch_round
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
@@ -48,6 +49,9 @@ def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[t
                 return batches
     return batches
 
+
+QAD_FORMAT = "onnx int8 (QDQ, quantization-aware)"
+MIN_QAD_AGREEMENT = 0.995  # top-1 agreement of a quantization-aware network's int8 file with the network
 
 ROUNDS = 7  # interleaved timing rounds per artifact: the median of their per-call means is reported
 
@@ -88,9 +92,15 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     options (PyTorch: threads) it runs fastest with at each batch size, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
-    onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
-    parity = verify_onnx(OnnxClassifier(onnx_path), network, check_inputs)
-    int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
+    files: list[tuple[Path, str, str, dict[str, float] | None]] = []  # path, format, name, parity
+    if trained.hparams.get("quantization"):  # trained int8-aware: its own int8 file, nothing to calibrate
+        int8_path = export_onnx(quantized_graph(network), input_shape, work / f"{role}.int8.onnx")
+        files.append((int8_path, QAD_FORMAT, "ONNX int8", None))  # checked on the whole test set (check_quantized)
+    else:
+        onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
+        files.append((onnx_path, "onnx fp32", "ONNX fp32", verify_onnx(OnnxClassifier(onnx_path), network, check_inputs)))
+        int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
+        files.append((int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
     task = get_task(trained.hparams.get("task"))
@@ -100,16 +110,16 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
                "data": trained.data_hparams, "output": task.output_kind}
     inputs = {kind: torch.randn(batch, *input_shape) for kind, batch in BATCHES.items()}
     threads = {kind: choose_threads(network, input_shape, batch) for kind, batch in BATCHES.items()}
-    artifacts = [Artifact(f"{role} (PyTorch)", "pytorch fp32", "torch eager", network, None,
+    kind = "pytorch int8 fake-quant" if trained.hparams.get("quantization") else "pytorch fp32"
+    artifacts = [Artifact(f"{role} (PyTorch)", kind, "torch eager", network, None,
                           cost.weights_bytes(network), base,
                           {kind: torch_round(network, inputs[kind], threads[kind]) for kind in BATCHES},
                           {kind: {"intra_op_threads": threads[kind]} for kind in BATCHES})]
-    for path, fmt, name, check in ((onnx_path, "onnx fp32", "ONNX fp32", parity),
-                                   (int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None)):
+    for path, fmt, name, check in files:
         sessions = {kind: choose_session(path, input_shape, batch) for kind, batch in BATCHES.items()}
         runner = OnnxClassifier(path, sessions=sessions)
         runs_with = {kind: options.as_dict() for kind, options in sessions.items()}
-        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt.split(" (")[0],
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt.split(" (")[0], "recipe": fmt,
                                                                  "session": runs_with}, indent=2) + "\n")
         artifacts.append(Artifact(f"{role} ({name})", fmt, "onnxruntime CPU", runner, path.name, file_bytes(path), base,
                                   {kind: onnx_round(runner.sessions[kind], inputs[kind].numpy()) for kind in BATCHES},
@@ -188,6 +198,7 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             quality = task.quality(logits, labels)
             row.update({figure: quality[figure] for figure in task.figures})
             row.update(test_samples=len(labels), **speeds[row["name"]])
+        check_quantized(rows, logits_of, task)
         report = summarize(rows, logits_of, max_drop, reference, task)
         report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
         report.update(cpu_threads=torch.get_num_threads(), rounds=ROUNDS, calls_per_round=latency_runs,
@@ -207,6 +218,27 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     return report
 
 
+def check_quantized(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], task: Task) -> None:
+    """A quantization-aware network's int8 file must predict what the network predicted, test input by test input.
+
+    onnxruntime's integer kernels round otherwise than fake quantization; more than that is an export
+    that does not compute what was trained (on a CPU whose int8 kernels saturate, for one).
+
+    Raises:
+        UsageError: top-1 agreement below ``MIN_QAD_AGREEMENT`` on the test set.
+    """
+    for row in rows:
+        if row["format"] != QAD_FORMAT or not task.has_classes:
+            continue
+        network = logits_of[f"{row['role']} (PyTorch)"]
+        agreement = float((logits_of[row["name"]].argmax(1) == network.argmax(1)).float().mean())
+        row["parity"] = {"top1_agreement": agreement}
+        if agreement < MIN_QAD_AGREEMENT:
+            raise UsageError(f"{row['file']} predicts otherwise than the quantization-aware network on "
+                             f"{100 * (1 - agreement):.2f}% of the test set (at most {100 * (1 - MIN_QAD_AGREEMENT):.1f}% "
+                             "allowed); on an x86 CPU without VNNI train with --model.reduce_range true")
+
+
 def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
               reference: str, task: Task) -> dict[str, Any]:
     """Ratios, agreements, the recommended artifact and plain statements about what paid off.
@@ -217,13 +249,13 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     by_name = {r["name"]: r for r in rows}
     for row in rows:
         source = by_name[f"{row['role']} (PyTorch)"]
-        onnx = by_name[f"{row['role']} (ONNX fp32)"]
+        onnx = by_name.get(f"{row['role']} (ONNX fp32)")  # none for a network trained int8-aware
         row["size_ratio"] = row["bytes"] / source["bytes"]
         row[f"{figure}_change_points"] = 100 * (row[figure] - source[figure])
         key, value = task.closeness(logits_of[row["name"]], logits_of[source["name"]])
         row[f"{key}_fp32"] = value  # against the same network in PyTorch
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
-        row["speedup_vs_onnx_fp32"] = onnx["latency_ms"] / row["latency_ms"]
+        row["speedup_vs_onnx_fp32"] = None if onnx is None else onnx["latency_ms"] / row["latency_ms"]
     student = by_name[f"{reference} (PyTorch)"]
     budget = student[figure] - max_drop / 100
     candidates = [r for r in rows if r["role"] != "teacher" and r[figure] >= budget - 1e-12]
@@ -233,8 +265,8 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
                   f"({task.headline_label} {task.shown(recommended[figure])} against "
                   f"{task.shown(student[figure])})"]
     for role in dict.fromkeys(r["role"] for r in rows):
-        int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name[f"{role} (ONNX fp32)"]
-        if int8["latency_ms"] > fp32["latency_ms"]:
+        int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name.get(f"{role} (ONNX fp32)")
+        if fp32 is not None and int8["latency_ms"] > fp32["latency_ms"]:
             statements.append(f"{role}: int8 is slower than fp32 at batch 1 ({int8['latency_ms']:.3f} against "
                               f"{fp32['latency_ms']:.3f} ms): too small a network for quantized kernels to pay")
     teacher = by_name.get("teacher (PyTorch)")
@@ -302,7 +334,8 @@ def columns(report: dict[str, Any]) -> list[str]:
 def _cells(row: dict[str, Any], task: Task) -> list[str]:
     return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
             f"{row['size_ratio']:.2f}", *task.artifact_cells(row), f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
-            "/".join(str(row["runs_with"][kind]["intra_op_threads"]) for kind in BATCHES), f"{row['speedup_vs_pytorch']:.2f}", f"{row['speedup_vs_onnx_fp32']:.2f}"]
+            "/".join(str(row["runs_with"][kind]["intra_op_threads"]) for kind in BATCHES), f"{row['speedup_vs_pytorch']:.2f}",
+            "–" if row["speedup_vs_onnx_fp32"] is None else f"{row['speedup_vs_onnx_fp32']:.2f}"]
 
 
 def _samples(report: dict[str, Any]) -> str:

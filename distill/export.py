@@ -30,7 +30,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     ``.onnx.data`` beside it), which ONNX allows up to 2 GB.
     """
     require("onnxscript")
-    model = model.eval().cpu()
+    model.eval()  # (an exported graph's eval returns nothing)
+    model = model.cpu()
     example = torch.zeros(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with tempfile.TemporaryDirectory() as tmp:

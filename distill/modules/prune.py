@@ -8,13 +8,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from distill.checkpoint import Trained, load_trained, rebuild_data
+from distill.checkpoint import Trained, rebuild_data
 from distill.errors import UsageError
 from distill.export import require
 from distill.losses import DISTILLERS, Distiller, method_name
 from distill.losses.kd import kd_loss
 from distill.models import count_parameters
 from distill.modules.distill import DistillModule
+from distill.modules.source import load_source
 from distill.tasks import get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 
@@ -168,13 +169,11 @@ class PruneModule(DistillModule):
                  pruning_ratio: float = 0.5, importance: Literal["magnitude", "lamp", "taylor"] = "magnitude",
                  round_to: int | None = None, iterative_steps: int = 1, target_macs_reduction: float | None = None,
                  taylor_images: int = 512, model: str | None = None, **kwargs: Any) -> None:
-        source = load_trained(source_ckpt)
-        if model is not None and model != source.hparams["model"]:
-            raise UsageError(f"--model.model {model}: the source {source_ckpt} is a {source.hparams['model']}")
-        num_classes, shape = kwargs.get("num_classes", 10), tuple(kwargs.get("input_shape", (1, 28, 28)))
-        if source.hparams["num_classes"] != num_classes or tuple(source.hparams["input_shape"]) != shape:
-            raise UsageError(f"source {source.path} was trained for {source.hparams['num_classes']} classes of "
-                             f"{tuple(source.hparams['input_shape'])} inputs, the data has {num_classes} of {shape}")
+        source = load_source(source_ckpt, model, kwargs)
+        if source.hparams.get("quantization"):
+            raise UsageError(f"source {source.path} is quantization-aware: prune its float source, then train "
+                             "the pruned network int8-aware (distill.train qat)")
+        num_classes, shape = source.hparams["num_classes"], tuple(source.hparams["input_shape"])
         loss_of = None
         if importance == "taylor":  # the teacher, built once, ranks the channels and then teaches the pruned network
             task = get_task(kwargs.get("task"))
