@@ -33,8 +33,11 @@ demo: setup
 # student and teacher as ONNX fp32 and int8, measured side by side, one artifact recommended.
 compress: setup
 	$(PY) -m distill.train prune --overwrite true
-	$(PY) -m distill.compress --ckpt checkpoints/student/best.ckpt checkpoints/pruned/best.ckpt \
-		--teacher checkpoints/teacher/best.ckpt --out_dir checkpoints/compressed
+	$(PY) -m distill.train qat --overwrite true
+	$(PY) -m distill.train qat --overwrite true --model.source_ckpt checkpoints/pruned/best.ckpt --run_dir checkpoints/qat_pruned
+	$(PY) -m distill.compress --ckpt checkpoints/student/best.ckpt checkpoints/pruned/best.ckpt checkpoints/qat/best.ckpt \
+		checkpoints/qat_pruned/best.ckpt --teacher checkpoints/teacher/best.ckpt --precision int8 fp16 \
+		--out_dir checkpoints/compressed
 
 # On top of make demo's teacher: a 12-trial Bayesian (TPE) search of the student's lr, weight decay, temperature
 # and alpha, 3 epochs a trial, 2 at a time; resumable (run it again), report in checkpoints/tune/student.

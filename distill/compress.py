@@ -27,9 +27,10 @@ from distill import cost
 from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
-from distill.export import OnnxClassifier, export_onnx, file_bytes, quantize_int8, verify_onnx
+from distill.export import OnnxClassifier, convert_fp16, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.models.quantized import quantized_graph
-from distill.runtime import BATCHES, Round, choose_session, choose_threads, interleaved, onnx_round, torch_round
+from distill.runtime import (BATCHES, Round, choose_session, choose_threads, empty_graph_round, interleaved, onnx_round,
+                             torch_round)
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
 from distill.models.teacher_view import recorded_normalization, same_normalization
@@ -50,9 +51,13 @@ def calibration_batches(data: Any, images: int, batch_size: int = 128) -> list[t
     return batches
 
 
-QAD_FORMAT = "onnx int8 (QDQ, quantization-aware)"
-MIN_QAD_AGREEMENT = 0.995  # top-1 agreement of a quantization-aware network's int8 file with the network
+PRECISIONS = ("int8", "fp16")  # what --precision adds to every network's ONNX fp32 file
+QAD_FORMAT, FP16_FORMAT = "onnx int8 (QDQ, quantization-aware)", "onnx fp16"
+# Top-1 agreement on the test set a file must keep with the network it comes from, where rounding may move it:
+# integer kernels round otherwise than fake quantization; float16 keeps 11 bits of every value.
+MIN_AGREEMENT = {QAD_FORMAT: 0.995, FP16_FORMAT: 0.999}
 
+TIED = 0.05  # latencies this close to the fastest count as the same speed when recommending
 ROUNDS = 7  # interleaved timing rounds per artifact: the median of their per-call means is reported
 
 
@@ -78,16 +83,25 @@ class Artifact:
         return {**row, "parity": self.parity} if self.parity is not None else row
 
 
-def measure_speed(artifacts: list[Artifact], calls: int, repeats: int = ROUNDS) -> dict[str, dict[str, float]]:
-    """Batch-1 latency and batch-256 throughput of every artifact: interleaved rounds of plain calls (medians)."""
-    latency = interleaved({a.name: a.rounds["latency"] for a in artifacts}, calls, repeats)
+OVERHEAD = "onnxruntime per call"  # an empty graph timed with the artifacts: the floor under their latencies
+
+
+def measure_speed(artifacts: list[Artifact], calls: int, input_shape: tuple[int, ...],
+                  repeats: int = ROUNDS) -> tuple[dict[str, dict[str, float]], float]:
+    """Batch-1 latency and batch-256 throughput of every artifact: interleaved rounds of plain calls (medians);
+    and onnxruntime's own cost per call (ms), timed in the same rounds."""
+    latency = interleaved({**{a.name: a.rounds["latency"] for a in artifacts},
+                           OVERHEAD: empty_graph_round(input_shape)}, calls, repeats)
     batch = BATCHES["throughput"]
     per_batch = interleaved({a.name: a.rounds["throughput"] for a in artifacts}, max(3, calls // 30), repeats)
-    return {a.name: {"latency_ms": 1000 * latency[a.name], "throughput": batch / per_batch[a.name]} for a in artifacts}
+    speeds = {a.name: {"latency_ms": 1000 * latency[a.name], "throughput": batch / per_batch[a.name]}
+              for a in artifacts}
+    return speeds, 1000 * latency[OVERHEAD]
 
 
 def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
-                 check_inputs: torch.Tensor) -> list[Artifact]:
+                 check_inputs: torch.Tensor, precisions: tuple[str, ...] = ("int8",),
+                 fp16_io: bool = False) -> list[Artifact]:
     """PyTorch fp32, ONNX fp32 and ONNX int8 of one network, written and checked, each with the session
     options (PyTorch: threads) it runs fastest with at each batch size, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
@@ -95,12 +109,16 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     files: list[tuple[Path, str, str, dict[str, float] | None]] = []  # path, format, name, parity
     if trained.hparams.get("quantization"):  # trained int8-aware: its own int8 file, nothing to calibrate
         int8_path = export_onnx(quantized_graph(network), input_shape, work / f"{role}.int8.onnx")
-        files.append((int8_path, QAD_FORMAT, "ONNX int8", None))  # checked on the whole test set (check_quantized)
+        files.append((int8_path, QAD_FORMAT, "ONNX int8", None))  # checked on the whole test set (check_agreement)
     else:
         onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
         files.append((onnx_path, "onnx fp32", "ONNX fp32", verify_onnx(OnnxClassifier(onnx_path), network, check_inputs)))
-        int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
-        files.append((int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None))
+        if "int8" in precisions:
+            int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
+            files.append((int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None))
+        if "fp16" in precisions:  # checked on the whole test set (check_agreement)
+            fp16_path = convert_fp16(onnx_path, work / f"{role}.fp16.onnx", keep_io_types=not fp16_io)
+            files.append((fp16_path, FP16_FORMAT + (", fp16 inputs" if fp16_io else ""), "ONNX fp16", None))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
     task = get_task(trained.hparams.get("task"))
@@ -162,10 +180,18 @@ def check_same_normalization(sources: dict[str, Trained], normalization: Any) ->
 
 
 def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_root: str | None = None,
-             max_drop: float = 0.3, calibration_images: int = 512, latency_runs: int = 30,
+             max_drop: float = 0.3, calibration_images: int = 512, latency_runs: int = 300,
+             precisions: tuple[str, ...] = ("int8",), fp16_io: bool = False,
              console: Console | None = None) -> dict[str, Any]:
-    """Builds, measures and reports every artifact; returns what ``compress.json`` holds."""
+    """Builds, measures and reports every artifact; returns what ``compress.json`` holds.
+
+    Every network is written as ONNX fp32, and as each of ``precisions`` (``int8``: post-training
+    static quantization; ``fp16``); a network trained int8-aware (the qat stage) as its own int8 file.
+    """
     console = console or Console()
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        raise UsageError(f"--precision {unknown[0]}: choose from {', '.join(PRECISIONS)}")
     if max_drop < 0:
         raise UsageError(f"--max_drop must be >= 0 points, got {max_drop}")
     # The role "teacher" is --teacher's: a --ckpt from a run directory of that name is told apart.
@@ -186,9 +212,9 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     try:
         artifacts: list[Artifact] = []
         for role, trained in sources.items():
-            artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs)
+            artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs, precisions, fp16_io)
         input_shape = tuple(sources[reference].hparams["input_shape"])
-        speeds = measure_speed(artifacts, latency_runs)
+        speeds, overhead_ms = measure_speed(artifacts, latency_runs, input_shape)
         logits_of: dict[str, torch.Tensor] = {}
         task = get_task(sources[reference].hparams.get("task"))
         rows = [a.row() for a in artifacts]
@@ -198,10 +224,16 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             quality = task.quality(logits, labels)
             row.update({figure: quality[figure] for figure in task.figures})
             row.update(test_samples=len(labels), **speeds[row["name"]])
-        check_quantized(rows, logits_of, task)
+        check_agreement(rows, logits_of, task)
         report = summarize(rows, logits_of, max_drop, reference, task)
-        report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows)])
+        recommended = next(r for r in rows if r["name"] == report["recommended"])
+        where = (f"where the time goes: {overhead_ms:.3f} ms of every ONNX call at batch 1 is onnxruntime's own "
+                 f"(an empty graph called alike), {recommended['latency_ms'] - overhead_ms:.3f} ms of "
+                 f"{recommended['name']}'s {recommended['latency_ms']:.3f} ms is its network")
+        report["verdict"] = "\n".join([report["verdict"], *pruning_statements(sources, rows),
+                                       *([where] if recommended["file"] else [])])
         report.update(cpu_threads=torch.get_num_threads(), rounds=ROUNDS, calls_per_round=latency_runs,
+                      onnxruntime_call_ms=overhead_ms,
                       max_drop_points=max_drop, input_shape=list(input_shape),
                       calibration_images=sum(len(b) for b in calibration))
         atomic_write_text(work / "compress.json", json.dumps(report, indent=2) + "\n")
@@ -218,25 +250,26 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     return report
 
 
-def check_quantized(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], task: Task) -> None:
-    """A quantization-aware network's int8 file must predict what the network predicted, test input by test input.
-
-    onnxruntime's integer kernels round otherwise than fake quantization; more than that is an export
-    that does not compute what was trained (on a CPU whose int8 kernels saturate, for one).
+def check_agreement(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], task: Task) -> None:
+    """Files that round otherwise than their network (a quantization-aware int8 file, an fp16 file) must
+    still predict what the network predicted, test input by test input (``MIN_AGREEMENT``).
 
     Raises:
-        UsageError: top-1 agreement below ``MIN_QAD_AGREEMENT`` on the test set.
+        UsageError: a file below its agreement, naming it and the likely cause.
     """
     for row in rows:
-        if row["format"] != QAD_FORMAT or not task.has_classes:
+        kind = next((k for k in MIN_AGREEMENT if row["format"].startswith(k)), None)
+        if kind is None or not task.has_classes:
             continue
         network = logits_of[f"{row['role']} (PyTorch)"]
         agreement = float((logits_of[row["name"]].argmax(1) == network.argmax(1)).float().mean())
         row["parity"] = {"top1_agreement": agreement}
-        if agreement < MIN_QAD_AGREEMENT:
-            raise UsageError(f"{row['file']} predicts otherwise than the quantization-aware network on "
-                             f"{100 * (1 - agreement):.2f}% of the test set (at most {100 * (1 - MIN_QAD_AGREEMENT):.1f}% "
-                             "allowed); on an x86 CPU without VNNI train with --model.reduce_range true")
+        if agreement < MIN_AGREEMENT[kind]:
+            cause = ("on an x86 CPU without VNNI train with --model.reduce_range true" if kind == QAD_FORMAT else
+                     "its values overflow or underflow float16; keep this network in fp32")
+            raise UsageError(f"{row['file']} predicts otherwise than {row['role']} in PyTorch on "
+                             f"{100 * (1 - agreement):.2f}% of the test set (at most "
+                             f"{100 * (1 - MIN_AGREEMENT[kind]):.1f}% allowed): {cause}")
 
 
 def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], max_drop: float,
@@ -259,24 +292,40 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     student = by_name[f"{reference} (PyTorch)"]
     budget = student[figure] - max_drop / 100
     candidates = [r for r in rows if r["role"] != "teacher" and r[figure] >= budget - 1e-12]
-    recommended = min(candidates, key=lambda r: r["latency_ms"])
+    fastest = min(r["latency_ms"] for r in candidates)
+    # Latencies within TIED of the fastest are one speed (rounds of the same file differ by that much):
+    # among them the most accurate, then the first in the table (fp32 before the roundings of it).
+    tied = [r for r in candidates if r["latency_ms"] <= fastest * (1 + TIED)]
+    recommended = max(tied, key=lambda r: (r[figure], -rows.index(r)))
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
-                  f"student artifact at batch 1 within {max_drop} points of {reference} in PyTorch "
+                  f"student artifact at batch 1 (within {100 * TIED:.0f}%, then the most accurate) within "
+                  f"{max_drop} points of {reference} in PyTorch "
                   f"({task.headline_label} {task.shown(recommended[figure])} against "
                   f"{task.shown(student[figure])})"]
     for role in dict.fromkeys(r["role"] for r in rows):
-        int8, fp32 = by_name[f"{role} (ONNX int8)"], by_name.get(f"{role} (ONNX fp32)")
-        if fp32 is not None and int8["latency_ms"] > fp32["latency_ms"]:
+        int8, fp16 = by_name.get(f"{role} (ONNX int8)"), by_name.get(f"{role} (ONNX fp16)")
+        fp32 = by_name.get(f"{role} (ONNX fp32)")
+        if fp32 is not None and int8 is not None and int8["latency_ms"] > fp32["latency_ms"]:
             statements.append(f"{role}: int8 is slower than fp32 at batch 1 ({int8['latency_ms']:.3f} against "
                               f"{fp32['latency_ms']:.3f} ms): too small a network for quantized kernels to pay")
+        if fp32 is not None and fp16 is not None and fp16["latency_ms"] > fp32["latency_ms"]:
+            statements.append(f"{role}: fp16 is slower than fp32 on this CPU ({fp16['latency_ms']:.3f} against "
+                              f"{fp32['latency_ms']:.3f} ms at batch 1): the fp16 file is for GPUs and NPUs with "
+                              "float16 arithmetic, not for this machine")
     teacher = by_name.get("teacher (PyTorch)")
     headline = None
     if teacher is not None:
         headline = {"params_ratio": teacher["params"] / recommended["params"],
                     "latency_ratio": teacher["latency_ms"] / recommended["latency_ms"],
+                    "throughput_ratio": recommended["throughput"] / teacher["throughput"],
                     f"{figure}_drop_points": 100 * (teacher[figure] - recommended[figure])}
+        threads = {name: "/".join(str(r["runs_with"][k]["intra_op_threads"]) for k in BATCHES)
+                   for name, r in (("teacher", teacher), ("recommended", recommended))}
         statements.append(f"against the teacher in PyTorch: {headline['params_ratio']:.0f}x fewer parameters, "
-                          f"{headline['latency_ratio']:.1f}x lower batch-1 latency, "
+                          f"{headline['latency_ratio']:.1f}x lower batch-1 latency ({teacher['latency_ms']:.3f} "
+                          f"against {recommended['latency_ms']:.3f} ms), {headline['throughput_ratio']:.1f}x its "
+                          f"batch-256 throughput (threads at batch 1/256: teacher {threads['teacher']}, "
+                          f"{recommended['name']} {threads['recommended']}), "
                           f"{headline[f'{figure}_drop_points']:+.2f} points of {task.headline_label} given up")
     return {"artifacts": rows, "recommended": recommended["name"], "headline": headline, "figure": figure,
             "task": task.name,
@@ -406,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images (or table rows) calibrating int8 activations")
     parser.add_argument("--latency_runs", type=int, default=300,
                         help=f"timed batch-1 calls per artifact in each of {ROUNDS} interleaved rounds")
+    parser.add_argument("--precision", nargs="+", default=["int8"], metavar="{int8,fp16}",
+                        help="besides ONNX fp32, write each network as post-training int8 and/or fp16 "
+                             "(GPU and NPU targets; checked: >= 99.9%% top-1 agreement)")
+    parser.add_argument("--fp16_io", action="store_true",
+                        help="fp16 files take and return float16 (default: float32 at the edges, cast inside)")
     args = parser.parse_args(argv)
 
     def run() -> None:
@@ -413,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
         check_output_dir(Path(args.out_dir), "--out_dir")
         compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher),
-                 Path(args.out_dir), args.data_root, args.max_drop, args.calibration, args.latency_runs)
+                 Path(args.out_dir), args.data_root, args.max_drop, args.calibration, args.latency_runs,
+                 tuple(args.precision), args.fp16_io)
 
     return exit_code(run)
 

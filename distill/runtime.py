@@ -74,12 +74,17 @@ def open_session(path: Path, options: SessionOptions) -> Any:
     return ort.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
 
 
+def input_dtype(session: Any) -> type:
+    """The numpy type a session's input takes (float16 for an fp16 file whose inputs were converted too)."""
+    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+
 Round = Callable[[int], float]  # runs n calls, returns the mean seconds per call
 
 
 def onnx_round(session: Any, inputs: np.ndarray) -> Round:
     """Calls of ``session`` on one prepared input, as a deployment makes them."""
-    feed = {INPUT: np.ascontiguousarray(inputs, dtype=np.float32)}
+    feed = {INPUT: np.ascontiguousarray(inputs, dtype=input_dtype(session))}
 
     def run(calls: int) -> float:
         start = time.perf_counter()
@@ -87,6 +92,24 @@ def onnx_round(session: Any, inputs: np.ndarray) -> Round:
             session.run([OUTPUT], feed)
         return (time.perf_counter() - start) / calls
     return run
+
+
+def empty_graph_round(input_shape: Sequence[int]) -> Round:
+    """Calls of an ONNX graph that only returns its input, on one thread: onnxruntime's own cost per call
+    (binding, checks, the copy out), the floor under any file's batch-1 latency."""
+    onnx = require("onnx")
+    helper = onnx.helper
+    shape = ["batch", *input_shape]
+    graph = helper.make_graph([helper.make_node("Identity", [INPUT], [OUTPUT])], "empty",
+                              [helper.make_tensor_value_info(INPUT, onnx.TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime this project supports
+    ort = require("onnxruntime")
+    settings = ort.SessionOptions()
+    settings.intra_op_num_threads = settings.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), settings, providers=["CPUExecutionProvider"])
+    return onnx_round(session, np.zeros((1, *input_shape), dtype=np.float32))
 
 
 def torch_round(model: nn.Module, inputs: torch.Tensor, threads: int) -> Round:

@@ -158,3 +158,52 @@ def test_the_report_says_whether_pruning_beat_the_same_shape_distilled_from_scra
     assert "+0.11 points against cnn_mini distilled from scratch (mini): pruning adds nothing here" in statement
     (hint,) = pruning_statements({"pruned": sources["pruned"]}, rows[:1])
     assert "--model.model cnn_mini" in hint
+
+
+def row(role, kind, acc, ms, file="f.onnx"):
+    return {"role": role, "name": f"{role} ({kind})", "format": kind.lower(), "file": file, "acc": acc,
+            "latency_ms": ms, "throughput": 1000 / ms, "params": 10, "bytes": 1,
+            "runs_with": {"latency": {"intra_op_threads": 1}, "throughput": {"intra_op_threads": 2}}}
+
+
+def test_the_recommendation_counts_latencies_within_timing_noise_as_one_speed():
+    from distill.compress import summarize
+    from distill.tasks import get_task
+
+    rows = [row("s", "PyTorch", 0.9118, 0.100, None), row("s", "ONNX fp32", 0.9118, 0.0160),
+            row("s", "ONNX int8", 0.9129, 0.0270), row("s", "ONNX fp16", 0.9116, 0.0155),
+            row("teacher", "PyTorch", 0.9271, 0.367, None)]
+    logits = {r["name"]: torch.eye(3) for r in rows}
+    report = summarize(rows, logits, 0.3, "s", get_task("classification"))
+    # fp16 is 3 % faster: one speed with fp32, which is the more accurate
+    assert report["recommended"] == "s (ONNX fp32)"
+    assert report["headline"]["latency_ratio"] == pytest.approx(0.367 / 0.016)
+    assert "(threads at batch 1/256: teacher 1/2, s (ONNX fp32) 1/2)" in report["verdict"]
+    rows[3]["latency_ms"] = 0.010  # clearly faster: it wins
+    assert summarize(rows, logits, 0.3, "s", get_task("classification"))["recommended"] == "s (ONNX fp16)"
+
+
+def test_fp16_files_are_checked_and_said_plainly_when_slower(student_run, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxconverter_common")
+    import distill.compress as compress_module
+
+    out = tmp_path / "out"
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(out), "--precision", "fp16", *FAST]) == 0
+    report = json.loads((out / "compress.json").read_text())
+    rows = {r["name"]: r for r in report["artifacts"]}
+    fp16 = rows[f"{student_run.name} (ONNX fp16)"]
+    assert fp16["parity"]["top1_agreement"] >= 0.999 and fp16["bytes"] < rows[f"{student_run.name} (ONNX fp32)"]["bytes"]
+    assert f"{student_run.name} (ONNX int8)" not in rows  # only the precisions asked for
+    assert json.loads((out / f"{student_run.name}.fp16.json").read_text())["format"] == "onnx fp16"
+    # float16 inputs too, when asked: the file takes them and predicts the same
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(tmp_path / "io"), "--precision",
+                 "fp16", "--fp16_io", *FAST]) == 0
+    io_rows = {r["name"]: r for r in json.loads((tmp_path / "io" / "compress.json").read_text())["artifacts"]}
+    assert io_rows[f"{student_run.name} (ONNX fp16)"]["acc"] == pytest.approx(fp16["acc"], abs=0.002)
+    # a file that parts from its network more than float16 rounding can is refused, and nothing is written
+    monkeypatch.setitem(compress_module.MIN_AGREEMENT, compress_module.FP16_FORMAT, 1.01)
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(tmp_path / "bad"), "--precision", "fp16",
+                 *FAST]) == 2
+    assert "predicts otherwise than" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
+    assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(tmp_path / "x"), "--precision", "fp8"]) == 2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from distill.cli import STAGES
 from distill.data import ImageDataModule, TabularDataModule
 from distill.losses import DISTILLERS
 from distill.models import count_parameters, create_model, list_models
@@ -20,9 +21,13 @@ RECIPES = sorted(TEACHERS.rglob("*.yaml"))
 TABLES = ("penguins", "diabetes")  # recipe folders of tables a package ships
 
 
+SOURCED = {"-pruned": "prune", "-qat": "qat"}  # recipe suffix -> the stage that starts from a trained network
+
+
 def stage_of(path: Path) -> str:
-    if path.stem.endswith("-pruned"):
-        return "prune"
+    suffix = next((s for s in SOURCED if path.stem.endswith(s)), None)
+    if suffix is not None:
+        return SOURCED[suffix]
     return "student" if "-to-" in path.stem else "teacher"
 
 
@@ -37,7 +42,7 @@ def test_recipe_parses(path, capsys):
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     recipe = yaml.safe_load(path.read_text())
-    if stage_of(path) == "prune":  # the architecture is the source checkpoint's
+    if stage_of(path) in SOURCED.values():  # the architecture is the source checkpoint's
         assert printed["model"]["source_ckpt"] == recipe["model"]["source_ckpt"]
     else:
         assert printed["model"]["model"] == recipe["model"]["model"] in list_models()
@@ -47,12 +52,13 @@ def test_recipe_parses(path, capsys):
     assert printed["data"]["init_args"]["dataset"] == path.parent.name
 
 
-@pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "prune"], ids=lambda p: p.name)
-def test_prune_recipe_prunes_the_student_recipe_beside_it_against_its_teacher(path):
-    student_recipe = path.with_name(path.stem.removesuffix("-pruned") + ".yaml")
-    student, prune = yaml.safe_load(student_recipe.read_text()), yaml.safe_load(path.read_text())
-    assert prune["model"]["source_ckpt"] == f"{student['run_dir']}/best.ckpt"
-    assert prune["model"]["teacher"] == student["model"]["teacher"]
+@pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) in SOURCED.values()], ids=lambda p: p.name)
+def test_a_sourced_recipe_starts_from_the_student_recipe_beside_it_against_its_teacher(path):
+    suffix = next(s for s in SOURCED if path.stem.endswith(s))
+    student_recipe = path.with_name(path.stem.removesuffix(suffix) + ".yaml")
+    student, sourced = yaml.safe_load(student_recipe.read_text()), yaml.safe_load(path.read_text())
+    assert sourced["model"]["source_ckpt"] == f"{student['run_dir']}/best.ckpt"
+    assert sourced["model"]["teacher"] == student["model"]["teacher"]
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if stage_of(p) == "student"],
@@ -93,14 +99,11 @@ def contains(big, small) -> bool:
     return big == small
 
 
-@pytest.mark.parametrize(("stage", "recipe"), [("teacher", "cnn_wide.yaml"), ("student", "cnn_wide-to-cnn_mini.yaml"),
-                                              ("prune", "cnn_wide-to-cnn_mini-pruned.yaml")])
+@pytest.mark.parametrize(("stage", "recipe"), [(stage, recipe.name) for stage, (_, _, recipe) in STAGES.items()])
 def test_bare_command_runs_the_demo_recipe_file(stage, recipe, capsys):
     # The demo's numbers are written once, in its recipe: the bare command reads that file as its defaults.
-    from distill.cli import STAGES
-
     path = TEACHERS / "fashion_mnist" / recipe
-    assert STAGES[stage][2] == path
+    assert STAGES[stage][2] == path and stage_of(path) == stage
     with pytest.raises(SystemExit) as exit_info:
         main([stage, "--print_config"])
     assert exit_info.value.code == 0

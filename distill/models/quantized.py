@@ -93,6 +93,8 @@ def fold_batchnorm(network: nn.Module) -> int:
                 sequence[i] = fuse_linear_bn_eval(layer.eval(), norm.eval())
             else:
                 continue
+            # a layer without a bias gets one that torch leaves frozen (requires_grad of a zeros_like)
+            sequence[i].requires_grad_(layer.weight.requires_grad)
             sequence[i + 1] = nn.Identity()
             folded += 1
     return folded
@@ -126,7 +128,11 @@ class QuantizationAware(nn.Module):
         except Exception as err:  # torch.export raises many types for code it cannot trace
             raise UsageError(f"the network cannot be exported for quantization ({type(err).__name__}: "
                              f"{str(err).splitlines()[0][:160]})") from None
-        graph = quantize.prepare_qat_pt2e(exported.module(), quantizer)
+        try:
+            graph = quantize.prepare_qat_pt2e(exported.module(), quantizer)
+        except (ValueError, RuntimeError, AssertionError) as err:  # a graph torchao's patterns do not cover
+            raise UsageError(f"torchao cannot place fake quantization in this network's graph ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160]})") from None
         pt2e.move_exported_model_to_eval(graph)  # BatchNorm on its running statistics: folded as the export folds it
         self.graph = graph
         self._observe(weights=True, activations=True)

@@ -16,7 +16,8 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.relu = nn.ReLU(inplace=True)
+        # one ReLU module per use: quantizers find patterns by module, and a shared one reads as one node
+        self.relu, self.relu_mid = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.projection = None
         if stride != 1 or in_ch != out_ch:
@@ -27,7 +28,7 @@ class PreActBlock(nn.Module):
         # The projection shares the pre-activation, as in the reference implementation.
         shortcut = x if self.projection is None else self.projection(pre)
         out = self.conv1(pre)
-        out = self.conv2(self.dropout(self.relu(self.bn2(out))))
+        out = self.conv2(self.dropout(self.relu_mid(self.bn2(out))))
         return out + shortcut
 
 
