@@ -29,8 +29,8 @@ from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, convert_fp16, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.models.quantized import quantized_graph
-from distill.runtime import (BATCHES, Round, choose_session, choose_threads, empty_graph_round, interleaved, onnx_round,
-                             torch_round)
+from distill.runtime import (BATCHES, BestOf, empty_graph_round, interleaved, onnx_round, open_session,
+                             session_choices, thread_choices, torch_round)
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
 from distill.models.teacher_view import recorded_normalization, same_normalization
@@ -63,7 +63,7 @@ ROUNDS = 7  # interleaved timing rounds per artifact: the median of their per-ca
 
 @dataclass
 class Artifact:
-    """One deployable form of one network (PyTorch, ONNX fp32 or int8), before it is measured."""
+    """One deployable form of one network (PyTorch, ONNX fp32, int8 or fp16), before it is measured."""
 
     name: str
     format: str
@@ -72,15 +72,20 @@ class Artifact:
     file: str | None
     bytes: int
     source: dict[str, Any]  # role, architecture, checkpoint, parameters and FLOPs of the network it comes from
-    rounds: dict[str, Round] = field(repr=False)  # timed calls at batch 1 (latency) and 256 (throughput)
-    runs_with: dict[str, dict[str, Any]]  # per figure, the threads (and graph optimization) it is timed with
+    ways: dict[str, BestOf] = field(repr=False)  # per figure (latency: batch 1, throughput: 256), the ways to run it
+    options: dict[Any, dict[str, Any]]  # each way's settings as plain values (threads, graph optimization)
+    sidecar: dict[str, Any] | None = None  # what the ``.json`` beside its file holds, before the options chosen
     parity: dict[str, float] | None = None  # ONNX against PyTorch on test inputs
 
     def row(self) -> dict[str, Any]:
         """Its plain row, to which measurement and comparison add their figures."""
         row = {**self.source, "name": self.name, "format": self.format, "runtime": self.runtime, "file": self.file,
-               "bytes": self.bytes, "runs_with": self.runs_with}
+               "bytes": self.bytes}
         return {**row, "parity": self.parity} if self.parity is not None else row
+
+    def runs_with(self) -> dict[str, dict[str, Any]]:
+        """Per figure, the way that was fastest in most timing rounds."""
+        return {kind: self.options[best.winner] for kind, best in self.ways.items()}
 
 
 OVERHEAD = "onnxruntime per call"  # an empty graph timed with the artifacts: the floor under their latencies
@@ -88,12 +93,12 @@ OVERHEAD = "onnxruntime per call"  # an empty graph timed with the artifacts: th
 
 def measure_speed(artifacts: list[Artifact], calls: int, input_shape: tuple[int, ...],
                   repeats: int = ROUNDS) -> tuple[dict[str, dict[str, float]], float]:
-    """Batch-1 latency and batch-256 throughput of every artifact: interleaved rounds of plain calls (medians);
-    and onnxruntime's own cost per call (ms), timed in the same rounds."""
-    latency = interleaved({**{a.name: a.rounds["latency"] for a in artifacts},
+    """Batch-1 latency and batch-256 throughput of every artifact, each at its best way to run in every round:
+    interleaved rounds of plain calls (medians); and onnxruntime's own cost per call (ms), timed alike."""
+    latency = interleaved({**{a.name: a.ways["latency"] for a in artifacts},
                            OVERHEAD: empty_graph_round(input_shape)}, calls, repeats)
     batch = BATCHES["throughput"]
-    per_batch = interleaved({a.name: a.rounds["throughput"] for a in artifacts}, max(3, calls // 30), repeats)
+    per_batch = interleaved({a.name: a.ways["throughput"] for a in artifacts}, max(3, calls // 30), repeats)
     speeds = {a.name: {"latency_ms": 1000 * latency[a.name], "throughput": batch / per_batch[a.name]}
               for a in artifacts}
     return speeds, 1000 * latency[OVERHEAD]
@@ -102,8 +107,8 @@ def measure_speed(artifacts: list[Artifact], calls: int, input_shape: tuple[int,
 def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
                  check_inputs: torch.Tensor, precisions: tuple[str, ...] = ("int8",),
                  fp16_io: bool = False) -> list[Artifact]:
-    """PyTorch fp32, ONNX fp32 and ONNX int8 of one network, written and checked, each with the session
-    options (PyTorch: threads) it runs fastest with at each batch size, before measurement."""
+    """The network in PyTorch and its ONNX files (fp32 and ``precisions``; a quantization-aware network's
+    int8 file), written and checked, each with the ways worth trying to run it, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
     files: list[tuple[Path, str, str, dict[str, float] | None]] = []  # path, format, name, parity
@@ -127,21 +132,18 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
                "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
                "data": trained.data_hparams, "output": task.output_kind}
     inputs = {kind: torch.randn(batch, *input_shape) for kind, batch in BATCHES.items()}
-    threads = {kind: choose_threads(network, input_shape, batch) for kind, batch in BATCHES.items()}
+    threads = {t: {"intra_op_threads": t} for t in thread_choices()}
     kind = "pytorch int8 fake-quant" if trained.hparams.get("quantization") else "pytorch fp32"
-    artifacts = [Artifact(f"{role} (PyTorch)", kind, "torch eager", network, None,
-                          cost.weights_bytes(network), base,
-                          {kind: torch_round(network, inputs[kind], threads[kind]) for kind in BATCHES},
-                          {kind: {"intra_op_threads": threads[kind]} for kind in BATCHES})]
+    artifacts = [Artifact(f"{role} (PyTorch)", kind, "torch eager", network, None, cost.weights_bytes(network), base,
+                          {k: BestOf({t: torch_round(network, inputs[k], t) for t in threads}) for k in BATCHES},
+                          threads)]
     for path, fmt, name, check in files:
-        sessions = {kind: choose_session(path, input_shape, batch) for kind, batch in BATCHES.items()}
-        runner = OnnxClassifier(path, sessions=sessions)
-        runs_with = {kind: options.as_dict() for kind, options in sessions.items()}
-        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "format": fmt.split(" (")[0], "recipe": fmt,
-                                                                 "session": runs_with}, indent=2) + "\n")
-        artifacts.append(Artifact(f"{role} ({name})", fmt, "onnxruntime CPU", runner, path.name, file_bytes(path), base,
-                                  {kind: onnx_round(runner.sessions[kind], inputs[kind].numpy()) for kind in BATCHES},
-                                  runs_with, check))
+        sessions = {options: open_session(path, options) for options in session_choices()}
+        ways = {k: BestOf({o: onnx_round(session, inputs[k].numpy()) for o, session in sessions.items()})
+                for k in BATCHES}
+        artifacts.append(Artifact(f"{role} ({name})", fmt, "onnxruntime CPU", OnnxClassifier(path), path.name,
+                                  file_bytes(path), base, ways, {o: o.as_dict() for o in sessions},
+                                  {**sidecar, "format": fmt.split(" (")[0], "recipe": fmt}, check))
     return artifacts
 
 
@@ -223,7 +225,10 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
             logits_of[row["name"]] = logits
             quality = task.quality(logits, labels)
             row.update({figure: quality[figure] for figure in task.figures})
-            row.update(test_samples=len(labels), **speeds[row["name"]])
+            row.update(test_samples=len(labels), runs_with=artifact.runs_with(), **speeds[row["name"]])
+            if artifact.sidecar is not None:  # the file runs as it was timed: predict and evaluate read this
+                atomic_write_text(work / Path(artifact.file).with_suffix(".json").name,
+                                  json.dumps({**artifact.sidecar, "session": row["runs_with"]}, indent=2) + "\n")
         check_agreement(rows, logits_of, task)
         report = summarize(rows, logits_of, max_drop, reference, task)
         recommended = next(r for r in rows if r["name"] == report["recommended"])

@@ -5,9 +5,9 @@ tensor conversion or a timer per call are as large as the work: the defaults (ev
 around each call) hid a student's speed and recommended its slower file. Here every artifact is
 timed the way a deployment calls it (a prepared input, one ``session.run`` or forward per call, the
 mean over a round of calls), rounds interleaved across artifacts so that the machine's drift falls on
-all of them alike, and each runs with the thread count and graph optimization that serve it best at
-that batch size, chosen by the same timing and recorded, so ``distill.predict`` runs the file as it
-was measured.
+all of them alike, and in every round each artifact runs every way worth trying on this CPU (thread
+counts, graph optimization levels) with the fastest counted (``BestOf``); the way that won most
+rounds is recorded, so ``distill.predict`` runs the file as it was measured.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,10 +130,40 @@ def torch_round(model: nn.Module, inputs: torch.Tensor, threads: int) -> Round:
     return run
 
 
-def interleaved(rounds: dict[str, Round], calls: int, repeats: int, warmup: int = 3) -> dict[str, float]:
+class BestOf:
+    """Several ways to run one artifact (thread counts, session options), timed as one: each round runs every
+    way and counts the fastest, so the figure is the artifact at its best on this CPU, whichever way the
+    machine favours in that round, and the way that won most rounds is the one to deploy with.
+
+    Args:
+        ways: Label -> its timed calls.
+    """
+
+    def __init__(self, ways: dict[Any, Round]) -> None:
+        self.ways = ways
+        self.wins: Counter[Any] = Counter()
+
+    def warm(self, calls: int) -> None:
+        for run in self.ways.values():
+            run(calls)
+
+    def __call__(self, calls: int) -> float:
+        times = {way: run(calls) for way, run in self.ways.items()}
+        best = min(times, key=times.__getitem__)
+        self.wins[best] += 1
+        return times[best]
+
+    @property
+    def winner(self) -> Any:
+        """The way that was fastest in most rounds (the first listed among equals)."""
+        most = max(self.wins.values())
+        return next(way for way in self.ways if self.wins[way] == most)
+
+
+def interleaved(rounds: dict[str, Round | BestOf], calls: int, repeats: int, warmup: int = 3) -> dict[str, float]:
     """Median over ``repeats`` interleaved rounds of each one's mean seconds per call."""
     for run in rounds.values():
-        run(warmup)
+        run.warm(warmup) if isinstance(run, BestOf) else run(warmup)
     times: dict[str, list[float]] = {name: [] for name in rounds}
     for _ in range(repeats):
         for name, run in rounds.items():
@@ -146,33 +177,6 @@ def thread_choices(cores: int | None = None) -> list[int]:
     return sorted({1, cores})
 
 
-def fastest(candidates: dict[Any, Round], calls: int, repeats: int = 3) -> tuple[Any, float]:
-    """The candidate with the lowest median seconds per call, and that figure."""
-    measured = interleaved(candidates, calls, repeats)
-    best = min(measured, key=measured.__getitem__)
-    return best, measured[best]
-
-
-def calls_for(seconds_per_call: float, budget_s: float = 0.05, most: int = 300) -> int:
-    """Calls per timing round so that a round lasts about ``budget_s`` (at least 3)."""
-    return max(3, min(most, int(budget_s / max(seconds_per_call, 1e-7))))
-
-
-def choose_session(path: Path, input_shape: Sequence[int], batch: int, threads: Sequence[int] | None = None
-                   ) -> SessionOptions:
-    """The session options under which ``path`` answers a batch of ``batch`` fastest on this CPU."""
-    inputs = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
-    candidates = {SessionOptions(t, level): None for t in (threads or thread_choices()) for level in ("extended", "all")}
-    rounds = {options: onnx_round(open_session(path, options), inputs) for options in candidates}
-    probe = next(iter(rounds.values()))
-    best, _ = fastest(rounds, calls_for(probe(3)))
-    return best
-
-
-def choose_threads(model: nn.Module, input_shape: Sequence[int], batch: int,
-                   threads: Sequence[int] | None = None) -> int:
-    """The intra-op thread count under which ``model`` in PyTorch answers a batch of ``batch`` fastest."""
-    inputs = torch.randn(batch, *input_shape)
-    rounds = {t: torch_round(model, inputs, t) for t in (threads or thread_choices())}
-    best, _ = fastest(rounds, calls_for(next(iter(rounds.values()))(3)))
-    return best
+def session_choices() -> list[SessionOptions]:
+    """The onnxruntime options worth trying on this CPU: each thread count, extended or all graph optimizations."""
+    return [SessionOptions(t, level) for t in thread_choices() for level in ("extended", "all")]

@@ -9,8 +9,8 @@ from torch import nn
 
 from distill.errors import UsageError
 from distill.export import OnnxClassifier, export_onnx
-from distill.runtime import (SessionOptions, choose_session, choose_threads, empty_graph_round, interleaved,
-                             onnx_round, open_session, thread_choices, torch_round)
+from distill.runtime import (BestOf, SessionOptions, empty_graph_round, interleaved, onnx_round, open_session,
+                             session_choices, thread_choices, torch_round)
 
 pytest.importorskip("onnxruntime")
 
@@ -23,17 +23,24 @@ def test_session_options_are_plain_values_and_bad_ones_are_one_line():
             SessionOptions.from_dict(bad)
 
 
-def test_the_chosen_options_are_candidates_and_run_the_file(tmp_path):
+def test_each_round_counts_the_fastest_way_and_the_most_frequent_winner_is_the_one_to_deploy():
+    slow, fast = (lambda n: 2e-3), (lambda n: 1e-3)
+    best = BestOf({"slow": slow, "fast": fast})
+    assert interleaved({"a": best}, calls=5, repeats=3) == {"a": 1e-3} and best.winner == "fast"
+    assert dict(best.wins) == {"fast": 3}  # warm-up calls are not rounds
+    assert {o.intra_op_threads for o in session_choices()} == set(thread_choices())
+
+
+def test_a_file_runs_with_the_options_it_was_timed_with(tmp_path):
     network = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
     path = export_onnx(network, (3, 4), tmp_path / "m.onnx")
-    options = choose_session(path, (3, 4), batch=1)
-    assert options.intra_op_threads in thread_choices() and options.optimization in ("extended", "all")
-    classifier = OnnxClassifier(path, sessions={"latency": options, "throughput": SessionOptions(1, "all")})
+    options = session_choices()[-1]
+    classifier = OnnxClassifier(path, sessions={"latency": options, "throughput": SessionOptions(1, "extended")})
     inputs = torch.randn(7, 3, 4)
     with torch.no_grad():
         assert torch.allclose(classifier(inputs), network(inputs), atol=1e-5)  # batch 7: the throughput session
         assert torch.allclose(classifier(inputs[:1]), network(inputs[:1]), atol=1e-5)
-    assert choose_threads(network, (3, 4), batch=1) in thread_choices()
+    assert classifier.options == {"latency": options, "throughput": SessionOptions(1, "extended")}
 
 
 def test_interleaved_rounds_time_every_call_and_the_empty_graph_is_the_floor(tmp_path):
