@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision first, from pip (not uv/poetry): a local wheel cache is honoured this way.
 	$(PY) -m pip install --quiet "torch>=2.4" "torchvision>=0.19"
-	$(PY) -m pip install --quiet -e ".[test,compress,quantize,tune,tabular]"
+	$(PY) -m pip install --quiet -e ".[test,compress,quantize,trees,tune,tabular]"
 	touch $@
 
 setup: $(VENV)/.installed dataset

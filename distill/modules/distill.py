@@ -49,6 +49,9 @@ class DistillModule(ClassifierSystem):
             as the data is; grey images are repeated to three channels for a colour teacher.
         teacher_output: Picks the logits of a teacher returning a dict (a key), a tuple (an
             index) or an object (an attribute, e.g. ``logits``).
+        teacher_input: An ONNX teacher's input that the data feeds (None: its only input).
+        teacher_scores: What an ONNX teacher's output holds: ``logits``, ``probabilities`` (turned into
+            log-probabilities) or ``auto`` (probabilities when its name says so).
         teacher_ensemble: With several teachers (a list for ``teacher``): combine them by the mean of
             their probabilities at ``teacher_ensemble_temperature`` (Hinton et al. 2015) or the
             mean of their logits. The cache keeps each teacher's logits and combines them at loss
@@ -85,6 +88,8 @@ class DistillModule(ClassifierSystem):
         teacher_input_size: int | None = None,
         teacher_normalize: str | None = None,
         teacher_output: str | None = None,
+        teacher_input: str | None = None,
+        teacher_scores: Literal["auto", "logits", "probabilities"] = "auto",
         teacher_ensemble: Literal["probabilities", "logits"] = "probabilities",
         teacher_ensemble_temperature: float = 4.0,
         method: Distiller | None = None,
@@ -117,7 +122,7 @@ class DistillModule(ClassifierSystem):
         self.teacher = self.to_memory_format(built)
         if "teacher" not in self.hparams or "teacher_ckpt" not in self.hparams:  # given as objects: recorded by spec
             self.hparams["teacher"], self.hparams["teacher_ckpt"] = self.teacher.spec, None
-        if self.num_params > self.teacher.num_params:
+        if 0 < self.teacher.num_params < self.num_params:
             rank_zero_warn(f"the student {self.hparams.model} ({self.num_params:,} parameters) is larger than its "
                            f"teacher ({self.teacher.num_params:,}, {self.num_params / self.teacher.num_params:.1f}x): "
                            "distillation usually compresses; check --model.model and --model.teacher")

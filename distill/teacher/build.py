@@ -41,9 +41,10 @@ def build_teacher(settings: TeacherSettings, num_classes: int, input_shape: Sequ
     networks, origins, recorded = [], [], []
     for spec in given:
         loaded = load_teacher(spec, num_classes, shape[0], dict(settings.kwargs), settings.weights,
-                              settings.trust_code)
-        networks.append(adapt_teacher(loaded, shape, num_classes, settings.input_size, settings.normalize,
-                                      settings.output))
+                              settings.trust_code, {"input_name": settings.input_name, "output": settings.output,
+                                                    "scores": settings.scores})
+        output = None if loaded.kind == "onnx" else settings.output  # an ONNX teacher picks its own output
+        networks.append(adapt_teacher(loaded, shape, num_classes, settings.input_size, settings.normalize, output))
         origins.append(Origin(loaded.spec, loaded.kind, loaded.file, loaded.data_hparams))
         recorded.append(loaded.hparams.get("tta", "none") if loaded.hparams else "none")
     network = networks[0] if len(networks) == 1 else Ensemble(networks, settings.ensemble,

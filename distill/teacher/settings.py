@@ -24,14 +24,18 @@ class TeacherSettings:
 
     Attributes:
         spec: A distill checkpoint, ``registry:NAME``, ``torchvision:NAME``, ``timm:NAME``,
-            ``import:package.module:factory``, a program file (with ``trust_code``), or from Python an
+            ``import:package.module:factory``, an ONNX file (any framework's), a program file (with
+            ``trust_code``), or from Python an
             ``nn.Module``; a list of them is an ensemble.
         kwargs: Arguments of a built teacher's factory (``num_classes`` defaults to the data's).
         weights: ``.safetensors`` or ``.pt``/``.pth`` state dict of a built teacher (never unpickled).
         trust_code: Allow a TorchScript or ``.pt2`` teacher, which runs code when loaded.
         input_size: Resize the teacher's view of each image to this side.
         normalize: Normalize the teacher's view as it was trained (``imagenet``) instead of as the data is.
-        output: Picks the logits of a teacher returning a dict (key), tuple (index) or object (attribute).
+        output: Picks the logits of a teacher returning a dict (key), tuple (index) or object (attribute);
+            of an ONNX teacher, its output (name or index).
+        input_name: The input of an ONNX teacher the data feeds (None: its only one).
+        scores: What an ONNX teacher's output holds: ``logits``, ``probabilities`` or ``auto``.
         ensemble: How several teachers combine: mean of ``probabilities`` at ``ensemble_temperature``, or of ``logits``.
         ensemble_temperature: T of the probability average.
         tta: The views the teacher's logits are averaged over (``none``, ``flip``, ``flip_shift``);
@@ -45,6 +49,8 @@ class TeacherSettings:
     input_size: int | None = None
     normalize: str | None = None
     output: str | None = None
+    input_name: str | None = None
+    scores: Literal["auto", "logits", "probabilities"] = "auto"
     ensemble: Literal["probabilities", "logits"] = "probabilities"
     ensemble_temperature: float = 4.0
     tta: str | None = None
@@ -71,7 +77,8 @@ class TeacherSettings:
         return cls(spec=given, kwargs=dict(hparams.get("teacher_kwargs") or {}),
                    weights=hparams.get("teacher_weights"), trust_code=bool(hparams.get("teacher_trust_code", False)),
                    input_size=hparams.get("teacher_input_size"), normalize=hparams.get("teacher_normalize"),
-                   output=hparams.get("teacher_output"),
+                   output=hparams.get("teacher_output"), input_name=hparams.get("teacher_input"),
+                   scores=hparams.get("teacher_scores", "auto"),
                    ensemble=hparams.get("teacher_ensemble", "probabilities"),
                    ensemble_temperature=hparams.get("teacher_ensemble_temperature", 4.0),
                    tta=hparams.get("teacher_tta"))

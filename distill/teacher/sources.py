@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from distill.checkpoint import load_trained
 from distill.errors import UsageError
 from distill.models import create_model, object_name
 from distill.models.teacher_view import TeacherView, first_conv_channels
+from distill.teacher.onnx_teacher import OnnxTeacher
 
 KINDS = ("registry", "torchvision", "timm", "import")
 PROGRAM_SUFFIXES = (".pt2", ".ts", ".torchscript")  # files that carry code: loaded only when trusted
@@ -37,7 +39,7 @@ class LoadedTeacher:
 
     network: nn.Module
     spec: str  # what the user typed (or the class of an object passed in Python)
-    kind: str  # checkpoint, registry, torchvision, timm, import, program or object
+    kind: str  # checkpoint, onnx, registry, torchvision, timm, import, program or object
     hparams: dict[str, Any] = field(default_factory=dict)  # a distill checkpoint's own (its tta, classes, shape)
     file: Path | None = None  # the checkpoint or weights file: teacher caches are kept beside it
     data_hparams: dict[str, Any] = field(default_factory=dict)  # a distill checkpoint's data settings (its fit)
@@ -63,7 +65,8 @@ def state_digest(network: nn.Module) -> str:
 
 
 def load_teacher(spec: str | nn.Module, num_classes: int, in_channels: int, kwargs: dict[str, Any] | None = None,
-                 weights: str | None = None, trust_code: bool = False) -> LoadedTeacher:
+                 weights: str | None = None, trust_code: bool = False, onnx: dict[str, Any] | None = None
+                 ) -> LoadedTeacher:
     """Builds the teacher ``spec`` names, with ``weights`` loaded strictly.
 
     Args:
@@ -75,6 +78,7 @@ def load_teacher(spec: str | nn.Module, num_classes: int, in_channels: int, kwar
         kwargs: Arguments of the factory, e.g. ``{"num_classes": 1000}`` (override the defaults).
         weights: ``.safetensors`` or ``.pt``/``.pth`` state dict for the built network.
         trust_code: Allow loading programs that unpickle (TorchScript, ``torch.export`` ``.pt2``).
+        onnx: For an ``.onnx`` spec, ``OnnxTeacher``'s ``input_name``, ``output`` and ``scores``.
 
     Raises:
         UsageError: an unknown kind, a module or factory that does not exist, weights that do not
@@ -90,6 +94,14 @@ def load_teacher(spec: str | nn.Module, num_classes: int, in_channels: int, kwar
         raise UsageError(f"unknown teacher kind {kind!r} in {spec!r}; valid: a checkpoint path, "
                          f"{', '.join(k + ':NAME' for k in KINDS[:3])}, import:package.module:factory")
     if kind not in KINDS or not name:
+        if spec.endswith(".onnx"):  # any framework's model; no code runs, so no trust flag
+            if kwargs or weights:
+                raise UsageError(f"teacher {spec} is an ONNX file: it carries its weights and takes no "
+                                 "--model.teacher_kwargs or --model.teacher_weights")
+            if not Path(spec).is_file():
+                raise UsageError(f"teacher {spec} not found")
+            hparams, data = onnx_sidecar(Path(spec))
+            return LoadedTeacher(OnnxTeacher(spec, **(onnx or {})), spec, "onnx", hparams, Path(spec), data)
         if spec.endswith(PROGRAM_SUFFIXES) or (trust_code and spec.endswith((".pt", ".pth"))):
             return LoadedTeacher(load_program(spec, trust_code), spec, "program", file=Path(spec))
         if kwargs or weights:
@@ -302,6 +314,20 @@ def _first(keys: list[str], shown: int = 3) -> str:
     if not keys:
         return "none"
     return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+
+
+def onnx_sidecar(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``distill.compress`` wrote beside an ONNX file (classes, input shape, the data's settings), or nothing
+    for another framework's file."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}, {}
+    try:
+        spec = json.loads(sidecar.read_text())
+        return ({"num_classes": int(spec["num_classes"]), "input_shape": list(spec["input_shape"]),
+                 "task": spec.get("task", "classification")}, dict(spec.get("data") or {}))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"{sidecar} is not the description distill.compress writes ({type(err).__name__})") from None
 
 
 def load_program(path: str, trust_code: bool) -> nn.Module:

@@ -16,6 +16,7 @@ from distill.models.ensemble import Ensemble
 from distill.models.row_view import RowView, row_view
 from distill.models.teacher_view import TeacherView, as_trained
 from distill.models.tta import average_logits, describe, invariances, mirrors, with_tta
+from distill.teacher.onnx_teacher import OnnxTeacher
 from distill.teacher.sources import file_digest, state_digest
 
 
@@ -85,7 +86,9 @@ class Teacher(nn.Module):
 
     @property
     def num_params(self) -> int:
-        return count_parameters(self.network)
+        """Its parameters (an ONNX member: the numbers its graph holds)."""
+        return sum(m.num_parameters for m in self.network.modules() if isinstance(m, OnnxTeacher)) + \
+            count_parameters(self.network)
 
     def identity(self) -> str:
         """What the teacher computes, for cache keys: a checkpoint's bytes, or spec, adapters and weights.
@@ -111,7 +114,8 @@ class Teacher(nn.Module):
         """What ``metrics.json`` says of the teacher (plain values)."""
         out: dict[str, Any] = {"teacher": self.spec, "teacher_kind": self.kind,
                                "teacher_ckpt": self.spec if self.kind == "checkpoint" else None,
-                               "teacher_digest": state_digest(self.network)}
+                               "teacher_digest": file_digest(self.file) if self.kind == "onnx" and self.file
+                               else state_digest(self.network)}
         if isinstance(self.network, Ensemble):
             out.update(teacher_members=[o.spec for o in self.origins], teacher_ensemble=self.network.combine,
                        teacher_ensemble_temperature=self.network.temperature)
@@ -128,6 +132,9 @@ class Teacher(nn.Module):
         """
         self._match_rows(data)
         self._match_normalization(data)
+        for module in self.network.modules():  # an ONNX teacher reads class-keyed scores by the data's names
+            if isinstance(module, OnnxTeacher):
+                module.set_classes(getattr(data, "class_names", ()) or ())
         for view in (m for m in self.network.modules() if isinstance(m, TeacherView) and m.normalize is not None):
             normalization = getattr(data, "normalization", None)
             if normalization is None:
@@ -225,7 +232,8 @@ def fit_difference(teacher_data: dict[str, Any], student_data: dict[str, Any], t
 def _identity(origin: Origin, network: nn.Module) -> str:
     if origin.kind == "checkpoint" and not isinstance(network, (TeacherView, RowView)):
         return file_digest(origin.spec)  # a checkpoint's bytes: caches made before stay valid
-    adapters = network.describe() if isinstance(network, (TeacherView, RowView)) else "none"
+    adapters = network.describe() if hasattr(network, "describe") else "none"  # adapters, an ONNX file's bytes
     if isinstance(network, TeacherView) and network.normalize is not None:
         adapters += f",data_mean={network.data_mean.flatten().tolist()},data_std={network.data_std.flatten().tolist()}"
+    adapters += "".join(f"|{m.describe()}" for m in network.modules() if isinstance(m, OnnxTeacher) and m is not network)
     return f"{origin.spec}|{adapters}|{state_digest(network)}"
