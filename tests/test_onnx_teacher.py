@@ -122,3 +122,20 @@ def test_scores_keyed_by_other_class_names_are_refused(table, tmp_path):
     teacher.set_classes(table["data"].class_names)  # class0, class1, class2
     with pytest.raises(UsageError, match="scores classes"):
         teacher(table["data"].test_x[:2])
+
+
+def test_a_distill_onnx_file_brings_its_fit_and_is_adapted_like_its_checkpoint(table, tmp_path):
+    from distill.compress import main as compress
+
+    data = ["--data", "tabular", "--data.path", str(table["csv"]), "--data.target", "label"]
+    assert main(["teacher", "--model.model", "mlp_small", "--trainer.max_epochs", "3", *data, *QUIET,
+                 "--run_dir", str(tmp_path / "teacher")]) == 0
+    own = json.loads((tmp_path / "teacher" / "metrics.json").read_text())["test/acc"]
+    assert compress(["--ckpt", str(tmp_path / "teacher" / "best.ckpt"), "--out_dir", str(tmp_path / "c"),
+                     "--latency_runs", "3", "--calibration", "16"]) == 0
+    # its rows were z-scored and one-hot; these are min-max scaled and ordinal: re-encoded for it
+    (onnx_file,) = (tmp_path / "c").glob("*-ckpt.onnx")  # a --ckpt named teacher: role teacher-ckpt
+    assert main(["student", "--model.model", "mlp_small", "--model.teacher", str(onnx_file),
+                 "--trainer.max_epochs", "1", *data, "--data.scaling", "minmax", "--data.encoding", "ordinal",
+                 *QUIET, "--run_dir", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["teacher_test_acc"] == pytest.approx(own)
