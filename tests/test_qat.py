@@ -129,6 +129,10 @@ def test_table_networks_train_int8_aware_and_export(task, tmp_path):
                  *data, *quiet, "--run_dir", str(tmp_path / "qat")]) == 0
     trained = load_trained(tmp_path / "qat" / "best.ckpt")
     assert trained.hparams["quantization"]["scheme"] == "torchao-pt2e-x86"
+    if task == "classification":  # another split would score rows the source learned from as unseen
+        assert main(["qat", "--model.source_ckpt", teacher, "--model.teacher", teacher, *data, "--data.split_seed",
+                     "3", *quiet, "--run_dir", str(tmp_path / "other")]) == 2
+        assert not (tmp_path / "other" / "best.ckpt").exists()
     assert compress(["--ckpt", teacher, str(tmp_path / "qat" / "best.ckpt"), "--out_dir", str(tmp_path / "c"),
                      "--latency_runs", "3", "--calibration", "32"]) == 0
     rows = {r["name"]: r for r in json.loads((tmp_path / "c" / "compress.json").read_text())["artifacts"]}

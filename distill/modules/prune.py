@@ -15,7 +15,7 @@ from distill.losses import DISTILLERS, Distiller, method_name
 from distill.losses.kd import kd_loss
 from distill.models import count_parameters
 from distill.modules.distill import DistillModule
-from distill.modules.source import load_source
+from distill.modules.source import check_same_split, load_source
 from distill.tasks import get_task
 from distill.teacher import Teacher, TeacherSettings, build_teacher
 
@@ -189,6 +189,11 @@ class PruneModule(DistillModule):
         super().__init__(model=network, model_kwargs=source.hparams.get("model_kwargs"), **kwargs)
         self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
         self.pruning = pruning
+        self.source = source  # its split is checked against the data's (setup)
 
     def report_metrics(self) -> dict[str, Any]:
         return {**super().report_metrics(), **self.pruning}
+
+    def setup(self, stage: str) -> None:
+        check_same_split(self.source, self.trainer.datamodule)
+        super().setup(stage)

@@ -12,7 +12,7 @@ from distill.losses import DISTILLERS, Distiller, method_name
 from distill.models.quantized import QuantizationAware
 from distill.models.target_scale import TargetScale
 from distill.modules.distill import DistillModule
-from distill.modules.source import load_source
+from distill.modules.source import check_same_split, load_source
 from distill.tasks import get_task
 
 
@@ -67,8 +67,13 @@ class QATModule(DistillModule):
                          **kwargs)
         self.hparams["model"] = source.hparams["model"]  # checkpoints name the architecture they rebuild
         self.hparams["quantization"] = quantized.settings()
+        self.source = source  # its split is checked against the data's (setup)
         self.quantization = {"source_ckpt": str(source.path), "calibration_inputs": seen,
                              "reduce_range": reduce_range, "quantization": quantized.settings()["scheme"]}
 
     def report_metrics(self) -> dict[str, Any]:
         return {**super().report_metrics(), **self.quantization}
+
+    def setup(self, stage: str) -> None:
+        check_same_split(self.source, self.trainer.datamodule)
+        super().setup(stage)
