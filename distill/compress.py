@@ -190,7 +190,8 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     Every network is written as ONNX fp32, and as each of ``precisions`` (``int8``: post-training
     static quantization; ``fp16``); a network trained int8-aware (the qat stage) as its own int8 file.
     """
-    console = console or Console()
+    # piped to a file, a console is 80 columns and the table's cells would be cut to nothing
+    console = console or Console(width=None if sys.stdout.isatty() else 220)
     unknown = sorted(set(precisions) - set(PRECISIONS))
     if unknown:
         raise UsageError(f"--precision {unknown[0]}: choose from {', '.join(PRECISIONS)}")
@@ -214,8 +215,11 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     try:
         artifacts: list[Artifact] = []
         for role, trained in sources.items():
+            console.print(f"{role}: exporting and checking its files")
             artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs, precisions, fp16_io)
         input_shape = tuple(sources[reference].hparams["input_shape"])
+        console.print(f"timing {len(artifacts)} artifacts, every way to run each, {ROUNDS} interleaved rounds of "
+                      f"{latency_runs} calls (--latency_runs)")
         speeds, overhead_ms = measure_speed(artifacts, latency_runs, input_shape)
         logits_of: dict[str, torch.Tensor] = {}
         task = get_task(sources[reference].hparams.get("task"))
@@ -310,13 +314,17 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     for role in dict.fromkeys(r["role"] for r in rows):
         int8, fp16 = by_name.get(f"{role} (ONNX int8)"), by_name.get(f"{role} (ONNX fp16)")
         fp32 = by_name.get(f"{role} (ONNX fp32)")
-        if fp32 is not None and int8 is not None and int8["latency_ms"] > fp32["latency_ms"]:
+        if fp32 is not None and int8 is not None and int8["latency_ms"] > fp32["latency_ms"] * (1 + TIED):
             statements.append(f"{role}: int8 is slower than fp32 at batch 1 ({int8['latency_ms']:.3f} against "
                               f"{fp32['latency_ms']:.3f} ms): too small a network for quantized kernels to pay")
-        if fp32 is not None and fp16 is not None and fp16["latency_ms"] > fp32["latency_ms"]:
-            statements.append(f"{role}: fp16 is slower than fp32 on this CPU ({fp16['latency_ms']:.3f} against "
-                              f"{fp32['latency_ms']:.3f} ms at batch 1): the fp16 file is for GPUs and NPUs with "
-                              "float16 arithmetic, not for this machine")
+        slower = [f"{fp16[key]:.3f} against {fp32[key]:.3f} ms at batch 1" if key == "latency_ms" else
+                  f"{fp16[key]:.0f} against {fp32[key]:.0f} inputs/s at batch {BATCHES['throughput']}"
+                  for key, worse in (("latency_ms", lambda a, b: a > b * (1 + TIED)),
+                                     ("throughput", lambda a, b: a * (1 + TIED) < b))
+                  if fp32 is not None and fp16 is not None and worse(fp16[key], fp32[key])]
+        if slower:
+            statements.append(f"{role}: fp16 is slower than fp32 on this CPU ({'; '.join(slower)}): the fp16 file is "
+                              "for GPUs and NPUs with float16 arithmetic, not for this machine")
     teacher = by_name.get("teacher (PyTorch)")
     headline = None
     if teacher is not None:
@@ -468,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        if args.calibration < 1 or args.latency_runs < 3:
-            raise UsageError("--calibration must be >= 1 and --latency_runs >= 3")
+        if args.calibration < 1:
+            raise UsageError(f"--calibration must be >= 1, got {args.calibration}")
+        if args.latency_runs < 3:
+            raise UsageError(f"--latency_runs must be >= 3, got {args.latency_runs}")
         check_output_dir(Path(args.out_dir), "--out_dir")
         compress([Path(p) for p in args.ckpt], None if args.teacher is None else Path(args.teacher),
                  Path(args.out_dir), args.data_root, args.max_drop, args.calibration, args.latency_runs,

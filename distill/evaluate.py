@@ -38,10 +38,13 @@ DEFAULT_STUDENTS = ["checkpoints/student/best.ckpt"]
 
 
 def name_models(paths: list[Path]) -> list[str]:
-    """Report names: each checkpoint's run directory name (an ONNX file's own name), made unique."""
+    """Report names: a run directory's name for its best/last checkpoint, else the file's own name (an ONNX
+    file's with its suffix), made unique."""
     names: list[str] = []
     for path in paths:
-        base = path.name if path.suffix == ".onnx" else (path.parent.name or path.stem)
+        folder = path.resolve().parent.name
+        base = path.name if path.suffix == ".onnx" else (folder if path.stem in ("best", "last") and folder
+                                                        else path.stem)
         name, i = base, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1

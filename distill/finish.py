@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
@@ -24,6 +25,16 @@ def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: Li
         return test_figures(load_trained(checkpoint).network, data, trainer.strategy.root_device)
     results = trainer.test(module, datamodule=data, ckpt_path=checkpoint or None, verbose=False, weights_only=True)
     return {k: float(v) for k, v in results[0].items()}
+
+
+def warn_if_teacher_guesses(spec: str, accuracy: float | None, num_classes: int) -> None:
+    """A teacher scoring near chance on the test rows almost always reads inputs unlike those it was trained
+    on (an ONNX file from another tool fed other preprocessing): said, since nothing else would say it."""
+    if accuracy is None or num_classes < 2 or accuracy > 1.5 / num_classes:
+        return
+    rank_zero_warn(f"teacher {spec} scores {100 * accuracy:.1f}% on the test set, near chance ({100 / num_classes:.1f}%): "
+                   "does it read the inputs as it was trained? (an ONNX teacher needs --data to prepare rows or "
+                   "images as its own training did)")
 
 
 def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule, stage: str,
@@ -72,6 +83,7 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         device = trainer.strategy.root_device
         figure = module.task.headline  # teacher_test_acc, or teacher_test_r2
         metrics[f"teacher_test_{figure}"] = test_figures(teacher, data, device)[f"test/{figure}"]
+        warn_if_teacher_guesses(teacher.spec, metrics.get("teacher_test_acc"), module.hparams.num_classes)
         if teacher.is_ensemble:
             metrics[f"teacher_member_test_{figure}"] = [test_figures(m, data, device)[f"test/{figure}"]
                                                         for m in teacher.member_classifiers()]

@@ -207,3 +207,14 @@ def test_fp16_files_are_checked_and_said_plainly_when_slower(student_run, tmp_pa
     assert "predicts otherwise than" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "bad").exists()
     assert main(["--ckpt", str(student_run / "best.ckpt"), "--out_dir", str(tmp_path / "x"), "--precision", "fp8"]) == 2
+
+
+def test_names_come_from_run_directories_or_the_file_itself(tmp_path):
+    from pathlib import Path
+
+    from distill.evaluate import name_models
+
+    (tmp_path / "run").mkdir()
+    paths = [tmp_path / "run" / "best.ckpt", Path("../student.ckpt"), tmp_path / "x" / "last.ckpt", Path("m.onnx"),
+             Path("student.ckpt")]
+    assert name_models(paths) == ["run", "student", "x", "m.onnx", "student-2"]

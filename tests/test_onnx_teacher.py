@@ -139,3 +139,19 @@ def test_a_distill_onnx_file_brings_its_fit_and_is_adapted_like_its_checkpoint(t
                  "--trainer.max_epochs", "1", *data, "--data.scaling", "minmax", "--data.encoding", "ordinal",
                  *QUIET, "--run_dir", str(tmp_path / "s")]) == 0
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["teacher_test_acc"] == pytest.approx(own)
+
+
+def test_a_teacher_of_another_width_or_at_chance_is_said_in_one_line(table, tmp_path, capsys):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = table["data"].train_x.numpy(), table["data"].train_y.numpy()
+    narrow = LogisticRegression(max_iter=300).fit(x[:, :2], y)
+    (tmp_path / "narrow.onnx").write_bytes(skl2onnx.to_onnx(narrow, x[:1, :2]).SerializeToString())
+    assert student(table, tmp_path / "narrow.onnx", tmp_path / "s") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "the data gives [2, " in last and "takes X of shape" in last
+    # trained on rows prepared otherwise (here: every feature negated): it runs, and its figure says so
+    flipped = LogisticRegression(max_iter=300).fit(-x, y)
+    (tmp_path / "flipped.onnx").write_bytes(skl2onnx.to_onnx(flipped, x[:1]).SerializeToString())
+    with pytest.warns(UserWarning, match="near chance"):
+        assert student(table, tmp_path / "flipped.onnx", tmp_path / "f") == 0

@@ -129,7 +129,13 @@ class OnnxTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, inputs: Tensor) -> Tensor:
         array = inputs.detach().cpu().float().contiguous().numpy().astype(self.input_type, copy=False)
-        outputs = self.session.run([self.output_name], {self.input_name: array})[0]
+        try:
+            outputs = self.session.run([self.output_name], {self.input_name: array})[0]
+        except Exception as err:  # onnxruntime's own error types: the inputs do not fit the graph
+            expected = next(i.shape for i in self.session.get_inputs() if i.name == self.input_name)
+            raise UsageError(f"teacher {self.path} takes {self.input_name} of shape {expected}, the data gives "
+                             f"{list(array.shape)} ({str(err).splitlines()[0][:120]}); give --data the columns and "
+                             "preprocessing the model was trained on") from None
         scores = self._rows(outputs) if self.zipmap else np.asarray(outputs, dtype=np.float32)
         result = torch.from_numpy(scores.reshape(len(array), -1)).to(inputs.device)
         if self.probabilities:  # log-probabilities: what a softmax of the losses turns back into these probabilities
