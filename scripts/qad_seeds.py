@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="checkpoints/teacher/best.ckpt")
     parser.add_argument("--out", default="checkpoints/qad_seeds")
     parser.add_argument("--extra", default="", help="more qat stage arguments, one string")
+    parser.add_argument("--latency_runs", type=int, default=300, help="distill.compress --latency_runs")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,8 @@ def main() -> None:
                  "--trainer.enable_progress_bar", "false", *args.extra.split()], out / f"qat-seed{seed}.log")
         runs.append(run_dir / "best.ckpt")
     compressed = out / "compressed"
-    run(["-m", "distill.compress", "--ckpt", args.student, *map(str, runs), "--out_dir", str(compressed)],
+    run(["-m", "distill.compress", "--ckpt", args.student, *map(str, runs), "--out_dir", str(compressed),
+         "--latency_runs", str(args.latency_runs)],
         out / "compress.log")
     rows = {r["name"]: r for r in json.loads((compressed / "compress.json").read_text())["artifacts"]}
     student = next(r for r in rows.values() if r["format"] == "onnx fp32")["role"]

@@ -125,3 +125,17 @@ def test_the_twin_sets_every_teacher_weight_of_the_students_method_to_zero():
         "--model.method.beta", "0", "--model.method.alpha", "0"]
     assert seeds.twin_flags(seeds.method_of(None, ["--model.method", "kd", "--model.method=dist"])) == [
         "--model.method.beta", "0", "--model.method.gamma", "0"]
+
+
+def test_qad_seeds_sets_quantization_aware_files_beside_post_training_int8(teacher_run, student_run, tmp_path):
+    pytest.importorskip("torchao")
+    quick = "--trainer.max_epochs 1 --trainer.limit_train_batches 4 --trainer.limit_val_batches 2 " \
+            "--trainer.logger false --model.calibration 32 --data.batch_size 32"
+    proc = run_script([str(ROOT / "scripts" / "qad_seeds.py"), "--seeds", "2", "--student",
+                       str(student_run / "best.ckpt"), "--teacher", str(teacher_run / "best.ckpt"),
+                       "--out", str(tmp_path / "qad"), "--extra", quick, "--latency_runs", "3"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "qad" / "summary.json").read_text())
+    assert len(summary["qad_int8"]) == 2 and summary["ptq_int8"] > 0
+    assert all(a >= 0.995 for a in summary["qad_agreement_with_network"])
+    assert "QAD int8, seed 1" in (tmp_path / "qad" / "summary.md").read_text()
