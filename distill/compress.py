@@ -29,7 +29,8 @@ from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models
 from distill.export import OnnxClassifier, convert_fp16, export_onnx, file_bytes, quantize_int8, verify_onnx
 from distill.models.quantized import quantized_graph
-from distill.runtime import (BATCHES, BestOf, empty_graph_round, interleaved, onnx_round, open_session,
+from distill.models.trees import fitted_trees_in
+from distill.runtime import (BATCHES, BestOf, array_round, empty_graph_round, interleaved, onnx_round, open_session,
                              session_choices, thread_choices, torch_round)
 from distill.inference import test_outputs
 from distill.models import create_model, list_models
@@ -111,6 +112,7 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     int8 file), written and checked, each with the ways worth trying to run it, before measurement."""
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
+    trees = fitted_trees_in(network)
     files: list[tuple[Path, str, str, dict[str, float] | None]] = []  # path, format, name, parity
     if trained.hparams.get("quantization"):  # trained int8-aware: its own int8 file, nothing to calibrate
         int8_path = export_onnx(quantized_graph(network), input_shape, work / f"{role}.int8.onnx")
@@ -118,6 +120,8 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
     else:
         onnx_path = export_onnx(network, input_shape, work / f"{role}.onnx")
         files.append((onnx_path, "onnx fp32", "ONNX fp32", verify_onnx(OnnxClassifier(onnx_path), network, check_inputs)))
+        if trees is not None:  # its thresholds are compared, not multiplied: nothing for int8 or fp16 to speed up
+            precisions = ()
         if "int8" in precisions:
             int8_path = quantize_int8(onnx_path, work / f"{role}.int8.onnx", iter(calibration))
             files.append((int8_path, "onnx int8 (QDQ, per-channel)", "ONNX int8", None))
@@ -133,10 +137,16 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
                "data": trained.data_hparams, "output": task.output_kind}
     inputs = {kind: torch.randn(batch, *input_shape) for kind, batch in BATCHES.items()}
     threads = {t: {"intra_op_threads": t} for t in thread_choices()}
-    kind = "pytorch int8 fake-quant" if trained.hparams.get("quantization") else "pytorch fp32"
-    artifacts = [Artifact(f"{role} (PyTorch)", kind, "torch eager", network, None, cost.weights_bytes(network), base,
-                          {k: BestOf({t: torch_round(network, inputs[k], t) for t in threads}) for k in BATCHES},
-                          threads)]
+    if trees is not None:  # the library's own prediction stands where a network's PyTorch forward does
+        artifacts = [Artifact(f"{role} ({trees.library})", f"{trees.library} native", trees.library, network,
+                              None, len(trees.native_bytes()), base,
+                              {k: BestOf({t: array_round(trees.native_predictor(t), inputs[k].numpy()) for t in threads})
+                               for k in BATCHES}, threads)]
+    else:
+        kind = "pytorch int8 fake-quant" if trained.hparams.get("quantization") else "pytorch fp32"
+        artifacts = [Artifact(f"{role} (PyTorch)", kind, "torch eager", network, None, cost.weights_bytes(network),
+                              base, {k: BestOf({t: torch_round(network, inputs[k], t) for t in threads})
+                                     for k in BATCHES}, threads)]
     for path, fmt, name, check in files:
         sessions = {options: open_session(path, options) for options in session_choices()}
         ways = {k: BestOf({o: onnx_round(session, inputs[k].numpy()) for o, session in sessions.items()})
@@ -259,6 +269,17 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
     return report
 
 
+def source_name(rows: list[dict[str, Any]], role: str) -> str:
+    """The artifact a role's others are compared with: its network as trained (PyTorch; a tree ensemble's own
+    library), the first of its rows."""
+    return next((r["name"] for r in rows if r["role"] == role), f"{role} (PyTorch)")
+
+
+def trees_teacher(rows: list[dict[str, Any]]) -> bool:
+    """Whether the teacher is a tree ensemble (its first artifact is its library's own prediction)."""
+    return any(r["role"] == "teacher" and r["format"].endswith(" native") for r in rows)
+
+
 def check_agreement(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], task: Task) -> None:
     """Files that round otherwise than their network (a quantization-aware int8 file, an fp16 file) must
     still predict what the network predicted, test input by test input (``MIN_AGREEMENT``).
@@ -270,7 +291,7 @@ def check_agreement(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tenso
         kind = next((k for k in MIN_AGREEMENT if row["format"].startswith(k)), None)
         if kind is None or not task.has_classes:
             continue
-        network = logits_of[f"{row['role']} (PyTorch)"]
+        network = logits_of[source_name(rows, row["role"])]
         agreement = float((logits_of[row["name"]].argmax(1) == network.argmax(1)).float().mean())
         row["parity"] = {"top1_agreement": agreement}
         if agreement < MIN_AGREEMENT[kind]:
@@ -290,7 +311,7 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     figure = task.headline
     by_name = {r["name"]: r for r in rows}
     for row in rows:
-        source = by_name[f"{row['role']} (PyTorch)"]
+        source = by_name[source_name(rows, row["role"])]
         onnx = by_name.get(f"{row['role']} (ONNX fp32)")  # none for a network trained int8-aware
         row["size_ratio"] = row["bytes"] / source["bytes"]
         row[f"{figure}_change_points"] = 100 * (row[figure] - source[figure])
@@ -298,7 +319,7 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
         row[f"{key}_fp32"] = value  # against the same network in PyTorch
         row["speedup_vs_pytorch"] = source["latency_ms"] / row["latency_ms"]
         row["speedup_vs_onnx_fp32"] = None if onnx is None else onnx["latency_ms"] / row["latency_ms"]
-    student = by_name[f"{reference} (PyTorch)"]
+    student = by_name[source_name(rows, reference)]
     budget = student[figure] - max_drop / 100
     candidates = [r for r in rows if r["role"] != "teacher" and r[figure] >= budget - 1e-12]
     fastest = min(r["latency_ms"] for r in candidates)
@@ -325,7 +346,7 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
         if slower:
             statements.append(f"{role}: fp16 is slower than fp32 on this CPU ({'; '.join(slower)}): the fp16 file is "
                               "for GPUs and NPUs with float16 arithmetic, not for this machine")
-    teacher = by_name.get("teacher (PyTorch)")
+    teacher = by_name.get(source_name(rows, "teacher"))
     headline = None
     if teacher is not None:
         headline = {"params_ratio": teacher["params"] / recommended["params"],
@@ -334,12 +355,20 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
                     f"{figure}_drop_points": 100 * (teacher[figure] - recommended[figure])}
         threads = {name: "/".join(str(r["runs_with"][k]["intra_op_threads"]) for k in BATCHES)
                    for name, r in (("teacher", teacher), ("recommended", recommended))}
-        statements.append(f"against the teacher in PyTorch: {headline['params_ratio']:.0f}x fewer parameters, "
+        statements.append(f"against the teacher {teacher['name'].split('(')[-1].rstrip(')')}: "
+                          f"{headline['params_ratio']:.0f}x fewer parameters, "
                           f"{headline['latency_ratio']:.1f}x lower batch-1 latency ({teacher['latency_ms']:.3f} "
                           f"against {recommended['latency_ms']:.3f} ms), {headline['throughput_ratio']:.1f}x its "
                           f"batch-256 throughput (threads at batch 1/256: teacher {threads['teacher']}, "
                           f"{recommended['name']} {threads['recommended']}), "
                           f"{headline[f'{figure}_drop_points']:+.2f} points of {task.headline_label} given up")
+        teacher_onnx = by_name.get("teacher (ONNX fp32)")
+        if teacher_onnx is not None and trees_teacher(rows):  # trees deploy as ONNX too: held to that file as well
+            headline["onnx_latency_ratio"] = teacher_onnx["latency_ms"] / recommended["latency_ms"]
+            headline["onnx_throughput_ratio"] = recommended["throughput"] / teacher_onnx["throughput"]
+            statements.append(f"against the teacher's own ONNX file: {headline['onnx_latency_ratio']:.1f}x lower "
+                              f"batch-1 latency ({teacher_onnx['latency_ms']:.3f} against {recommended['latency_ms']:.3f}"
+                              f" ms), {headline['onnx_throughput_ratio']:.1f}x its batch-256 throughput")
     return {"artifacts": rows, "recommended": recommended["name"], "headline": headline, "figure": figure,
             "task": task.name,
             "verdict": "\n".join(statements)}
@@ -394,7 +423,7 @@ def columns(report: dict[str, Any]) -> list[str]:
 
 
 def _cells(row: dict[str, Any], task: Task) -> list[str]:
-    return [row["name"], row["format"], f"{row['params']:,}", f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
+    return [row["name"], row["format"], f"{row['params']:,}", "n/a" if row.get("flops") is None else f"{row['flops'] / 1e6:.2f}", f"{row['bytes'] / 1024:.0f}",
             f"{row['size_ratio']:.2f}", *task.artifact_cells(row), f"{row['latency_ms']:.3f}", f"{row['throughput']:.0f}",
             "/".join(str(row["runs_with"][kind]["intra_op_threads"]) for kind in BATCHES), f"{row['speedup_vs_pytorch']:.2f}",
             "–" if row["speedup_vs_onnx_fp32"] is None else f"{row['speedup_vs_onnx_fp32']:.2f}"]

@@ -21,8 +21,11 @@ def weights_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Forward FLOPs for one image (a multiply-add counts 2), by ``torch.utils.flop_counter``."""
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
+    """Forward FLOPs for one image (a multiply-add counts 2), by ``torch.utils.flop_counter``; None for a model
+    that runs outside torch (tree ensembles, ONNX graphs: their ``stored_values``), whose work it cannot see."""
+    if runs_outside_torch(model):
+        return None
     device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
@@ -63,6 +66,11 @@ def speed(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, 
         "throughput": throughput_batch / batch_time,
         "throughput_batch": throughput_batch,
     }
+
+
+def runs_outside_torch(model: nn.Module) -> bool:
+    """Whether part of ``model`` is run by another library (a tree ensemble or ONNX graph under onnxruntime)."""
+    return any(getattr(m, "stored_values", 0) for m in model.modules())
 
 
 def cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:

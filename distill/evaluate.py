@@ -113,7 +113,7 @@ class Measured:
     quality: dict[str, Any]  # the task's figures (``Task.quality``)
     format: str
     params: int
-    flops: int
+    flops: int | None  # None: runs outside torch (trees), its work not counted
     weights_bytes: int
     cpu: dict[str, float]
     gpu: dict[str, float] | None = None
@@ -136,7 +136,8 @@ def measure(name: str, role: str, trained: Trained, classifier: Any, tta: str, d
         counts = {"format": trained.hparams["format"], "params": trained.hparams["params"],
                   "flops": trained.hparams["flops"], "weights_bytes": file_bytes(trained.path)}
     else:
-        counts = {"format": "pytorch fp32", **cost.cost(model, input_shape)}
+        counts = {"format": "onnxruntime" if cost.runs_outside_torch(model) else "pytorch fp32",
+                  **cost.cost(model, input_shape)}
     gpu = None
     if torch.cuda.is_available() and isinstance(model, nn.Module):
         gpu = cost.speed(model, input_shape, torch.device("cuda"), runs=latency_runs)
@@ -158,7 +159,7 @@ def compare(measured: list[Measured], outputs: list[Tensor], task: Task) -> list
         row[f"{key}_teacher"] = value
         row["ratios"] = {
             "params": row["params"] / base["params"],
-            "flops": row["flops"] / base["flops"],
+            "flops": row["flops"] / base["flops"] if row.get("flops") and base.get("flops") else None,
             "cpu_latency": row["cpu"]["latency_ms"] / base["cpu"]["latency_ms"],
             "cpu_throughput": row["cpu"]["throughput"] / base["cpu"]["throughput"],
             **task.kept(row, base),
@@ -245,10 +246,20 @@ def show(report: dict[str, Any], out_dir: Path, console: Console) -> None:
     console.print(summary_table(report))
     for entry in report["models"][1:]:
         r = entry["ratios"]
-        console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {r['flops']:.3f}x FLOPs, "
+        console.print(f"{entry['name']}: {r['params']:.3f}x parameters, {times(r['flops'], 3)} FLOPs, "
                       f"{r['cpu_latency']:.2f}x CPU latency of {base['name']}; {' '.join(task.kept_text(r))}")
     console.print(f"report: {out_dir / 'compare.md'}, {out_dir / 'compare.json'}, "
                   f"{', '.join(Path(p).name for p in report['figures'].values())}")
+
+
+def times(ratio: float | None, digits: int) -> str:
+    """A ratio as ``0.123x``; ``n/a`` where one side's work is not counted (a model running outside torch)."""
+    return "n/a" if ratio is None else f"{ratio:.{digits}f}x"
+
+
+def mflops(flops: int | None) -> str:
+    """FLOPs in millions; ``n/a`` for a model that runs outside torch (trees), whose work is not counted."""
+    return "n/a" if flops is None else f"{flops / 1e6:.1f}"
 
 
 COST = ["model", "arch", "format", "params", "size KB", "MFLOPs", "CPU ms", "CPU img/s"]
@@ -281,7 +292,7 @@ def _rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     task = get_task(report.get("task"))
     quality = [[e["name"], *task.report_row(e)] for e in report["models"]]
     costs = [[e["name"], e["model"], e["format"], f"{e['params']:,}", f"{e['weights_bytes'] / 1024:.0f}",
-              f"{e['flops'] / 1e6:.1f}", f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"]
+              mflops(e.get("flops")), f"{e['cpu']['latency_ms']:.2f}", f"{e['cpu']['throughput']:.0f}"]
              for e in report["models"]]
     return quality, costs
 
@@ -323,7 +334,7 @@ def markdown(report: dict[str, Any]) -> str:
               f"| model | params | FLOPs | CPU latency | CPU throughput | {kept} |", "|---|---|---|---|---|---|"]
     for e in report["models"][1:]:
         r = e["ratios"]
-        lines.append(f"| {e['name']} | {r['params']:.3f} | {r['flops']:.3f} | {r['cpu_latency']:.2f} | "
+        lines.append(f"| {e['name']} | {r['params']:.3f} | {times(r['flops'], 3)} | {r['cpu_latency']:.2f} | "
                      f"{r['cpu_throughput']:.2f} | {task.kept_text(r)[1]} |")
     lines += ["", task.report_note(), ""]
     lines += [f"![{k}]({Path(v).name})" for k, v in report["figures"].items()]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import UsageError
+from distill.models.trees import fitted_trees_in
 from distill.run_dir import atomic_write
 from distill.runtime import BATCHES, INPUT, OUTPUT, SessionOptions, input_dtype, open_session, require
 
@@ -31,6 +32,11 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     ``.onnx.data`` beside it), which ONNX allows up to 2 GB; the exporter's debugging notes on each
     node (Python stack traces) are left out.
     """
+    trees = fitted_trees_in(model)
+    if trees is not None:  # fitted outside torch: its own ONNX graph, given the network's output
+        mean, std = (float(model.mean), float(model.std)) if model is not trees else (0.0, 1.0)  # type: ignore[arg-type]
+        atomic_write(path, lambda f: f.write(trees.deployable_onnx(mean, std)))
+        return path
     require("onnxscript")
     model.eval()  # (an exported graph's eval returns nothing)
     model = model.cpu()

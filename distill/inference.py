@@ -58,7 +58,7 @@ def load_artifact(path: Path) -> Trained:
     try:
         spec = json.loads(sidecar.read_text())
         hparams = {"model": spec["model"], "num_classes": int(spec["num_classes"]),
-                   "input_shape": list(spec["input_shape"]), "params": int(spec["params"]), "flops": int(spec["flops"]),
+                   "input_shape": list(spec["input_shape"]), "params": int(spec["params"]), "flops": None if spec.get("flops") is None else int(spec["flops"]),
                    "format": spec["format"], "task": spec.get("task", "classification")}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UsageError(f"{sidecar} is not the description distill.compress writes ({type(err).__name__}: {err})") from None

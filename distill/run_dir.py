@@ -12,7 +12,8 @@ from typing import Any, BinaryIO
 from distill.errors import UsageError
 
 BEST, LAST, METRICS, CONFIG = "best.ckpt", "last.ckpt", "metrics.json", "config.yaml"
-OUTPUTS = (BEST, LAST, METRICS, CONFIG)
+FITTED = ("model.txt", "model.json", "model.onnx")  # a tree teacher's own file and its ONNX export
+OUTPUTS = (BEST, LAST, METRICS, CONFIG, *FITTED)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -30,6 +31,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write`` of bytes."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -130,6 +130,17 @@ def torch_round(model: nn.Module, inputs: torch.Tensor, threads: int) -> Round:
     return run
 
 
+def array_round(predict: Callable[[np.ndarray], Any], rows: np.ndarray) -> Round:
+    """Calls of a library's own ``predict`` on a prepared array (a tree ensemble's native prediction)."""
+    def run(calls: int) -> float:
+        predict(rows)
+        start = time.perf_counter()
+        for _ in range(calls):
+            predict(rows)
+        return (time.perf_counter() - start) / calls
+    return run
+
+
 class BestOf:
     """Several ways to run one artifact (thread counts, session options), timed as one: each round runs every
     way and counts the fastest, so the figure is the artifact at its best on this CPU, whichever way the

@@ -62,12 +62,17 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     check_data(data)
     run_dir = Path(cli.config.run_dir)
     resume = resolve_resume(cli.config.ckpt_path, run_dir, module)
+    if module.fitted_trees is not None and (cli.config.lr_find or resume):
+        raise UsageError(f"{module.hparams.model} is fitted in one pass, not trained by gradient steps: it has no "
+                         "learning rate to search (--lr_find) and nothing to resume (--ckpt_path)")
     if cli.config.lr_find == "show":
         suggestion = find_lr(trainer, module, data, run_dir)
         print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "
               f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
         return {"lr_suggestion": suggestion}
     rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    if module.fitted_trees is not None:  # fitted on all rows at once: no epochs, no optimizer steps
+        return fit_trees(cli, time.perf_counter())
     if cli.config.lr_find == "apply":
         module.hparams.lr = find_lr(trainer, module, data, run_dir)
         print(f"training with the suggested learning rate {module.hparams.lr:.3g} (plot: {run_dir / PLOT})")
@@ -84,4 +89,23 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         raise UsageError(f"training took no optimizer step ({batches} training batches per epoch, max_epochs "
                          f"{trainer.max_epochs}): nothing was learned, so no result is reported; check the data "
                          "size against --data.batch_size, --trainer.limit_train_batches and --trainer.max_epochs")
+    return finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)
+
+
+def fit_trees(cli: DistillCLI, start: float) -> dict[str, Any]:
+    """The teacher stage of gradient-boosted trees: fitted on the training rows with early stopping on the
+    validation rows, saved as ``best.ckpt`` with the library's own file and the ONNX export beside it, then
+    tested and reported like any teacher."""
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    run_dir = Path(cli.config.run_dir)
+    if trainer.world_size > 1:
+        raise UsageError(f"{module.hparams.model} is fitted in one process: --trainer.devices 1")
+    found = module.fit_rows(data, cli.config.seed_everything or 0)
+    train_seconds = time.perf_counter() - start
+    trees = module.fitted_trees
+    native = run_dir / ("model.txt" if trees.library == "lightgbm" else "model.json")
+    rundir.atomic_write_bytes(native, trees.native_bytes())
+    rundir.atomic_write_bytes(run_dir / "model.onnx", trees.onnx_bytes())
+    rank_zero_info(f"{module.hparams.model}: {found['trees']} trees (early stopping on the validation rows); "
+                   f"{native.name} and model.onnx written")
     return finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)

@@ -430,6 +430,12 @@ class TabularDataModule(LightningDataModule):
         for start in range(0, len(self.test_x), self.eval_batch_size):
             yield self.test_x[start:start + self.eval_batch_size], self.test_y[start:start + self.eval_batch_size]
 
+    def labelled_rows(self, part: Literal["train", "val"]) -> tuple[Tensor, Tensor]:
+        """The model-ready rows (N, F) and targets (N,) of the training or the validation part, in order (a model
+        fitted on all rows at once, such as gradient-boosted trees, reads them)."""
+        indices = (self.train_set if part == "train" else self.val_set).indices
+        return self.train_x[indices], self.train_y[indices]
+
     def read_table_file(self, path: Path) -> tuple[Tensor, list[int], list[int]]:
         """Rows of another CSV with the same feature columns, as model inputs (the training transform),
         with each row's line in the file and the lines of blank rows."""

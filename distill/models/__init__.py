@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from distill.models import cifar_resnet, cnn, mlp, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
+from distill.models import cifar_resnet, cnn, mlp, trees, tv_resnet, vgg, wrn  # noqa: F401  (registers the factories)
 from distill.models._registry import create_model, list_models, register_model
 from distill.models.target_scale import TargetScale
 
@@ -25,8 +25,9 @@ else:
 
 
 def count_parameters(model) -> int:  # type: ignore[no-untyped-def]
-    """Number of parameters of ``model`` (trainable or not)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters of ``model`` (trainable or not), and of the numbers its fitted parts hold
+    outside parameters (a tree ensemble's thresholds and leaf values: ``stored_values``)."""
+    return sum(p.numel() for p in model.parameters()) + sum(getattr(m, "stored_values", 0) for m in model.modules())
 
 
 def object_name(network) -> str:  # type: ignore[no-untyped-def]

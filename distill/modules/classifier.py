@@ -15,6 +15,7 @@ from distill import optim
 from distill.data import DATA_MODULES
 from distill.errors import DivergenceError, UsageError
 from distill.models import NetworkOrName, count_parameters, create_model, object_name
+from distill.models.trees import GradientBoostedTrees, fitted_trees_in
 from distill.rng import replay_loader_seed_draw, rng_states, set_rng_states
 from distill.tasks import get_task
 
@@ -172,6 +173,7 @@ class ClassifierSystem(LightningModule):
         self.model = self.to_memory_format(self.task.wrap(network, target_scale))
         if compile:
             self.model.compile()
+        self.fit_report: dict[str, Any] = {}  # what fitting trees found (their number), for metrics.json
         self._l2_params: list[Tensor] | None = None  # decayed parameters, split once on first use
         self._bad_step: Tensor | None = None  # first step with a non-finite loss, -1 while none (on device)
         self._bad_terms: Tensor | None = None  # loss and terms at that step
@@ -197,7 +199,36 @@ class ClassifierSystem(LightningModule):
 
     def report_metrics(self) -> dict[str, Any]:
         """What this stage adds to ``metrics.json`` beyond the test figures (plain values)."""
-        return {}
+        return dict(self.fit_report)
+
+    @property
+    def fitted_trees(self) -> GradientBoostedTrees | None:
+        """The network when it is fitted on all rows at once rather than by gradient steps (gradient-boosted trees)."""
+        return fitted_trees_in(self.model)
+
+    def fit_rows(self, data: Any, seed: int) -> dict[str, Any]:
+        """Fits ``fitted_trees`` on the data's training rows, stopping early on its validation rows.
+
+        The rows are the ones a network would train on, preprocessed alike; a regression target is
+        fitted z-scored, as a network learns it (its ``TargetScale`` gives the units back).
+
+        Raises:
+            UsageError: data that is not table rows, or that has no validation rows to stop on.
+        """
+        trees = self.fitted_trees
+        assert trees is not None
+        if not hasattr(data, "labelled_rows") or len(self.hparams.input_shape) != 1:
+            raise UsageError(f"{self.hparams.model} fits table rows (--data tabular); this data gives inputs of shape "
+                             f"{tuple(self.hparams.input_shape)}")
+        data.setup("fit")
+        (train_x, train_y), (val_x, val_y) = data.labelled_rows("train"), data.labelled_rows("val")
+        if len(val_x) == 0:
+            raise UsageError(f"{self.hparams.model} stops adding trees on the validation rows and there are none: "
+                             "--data.val_fraction above 0")
+        train_y, val_y = self.task.learned(train_y, self.model), self.task.learned(val_y, self.model)
+        self.fit_report = trees.fit((train_x.numpy(), train_y.numpy()), (val_x.numpy(), val_y.numpy()), seed,
+                                    torch.get_num_threads())
+        return self.fit_report
 
     @property
     def distills(self) -> bool:

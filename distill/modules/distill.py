@@ -105,6 +105,10 @@ class DistillModule(ClassifierSystem):
         if given is None:
             raise UsageError("the student stage needs a teacher: --model.teacher SPEC (or --model.teacher_ckpt PATH)")
         super().__init__(model=model, **kwargs)
+        if self.fitted_trees is not None:
+            raise UsageError(f"{self.hparams.model} is fitted on rows, not trained by gradient steps: it can be a "
+                             f"teacher (python -m distill.train teacher --model.model {self.hparams.model}), not a "
+                             "student; a student is a network (e.g. mlp_small)")
         self.distiller = method if method is not None else DISTILLERS.get(self.task.default_method)()
         if self.task.name not in self.distiller.tasks:
             fitting = [n for n in DISTILLERS.names() if self.task.name in DISTILLERS.get(n).tasks]

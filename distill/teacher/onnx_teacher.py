@@ -89,7 +89,7 @@ class OnnxTeacher(nn.Module):
         return scored[0]
 
     @property
-    def num_parameters(self) -> int:
+    def stored_values(self) -> int:
         """Numbers the graph holds: its weights, and for tree ensembles one per split or leaf value."""
         onnx = require("onnx")
         graph = onnx.load(str(self.path)).graph

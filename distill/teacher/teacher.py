@@ -86,9 +86,8 @@ class Teacher(nn.Module):
 
     @property
     def num_params(self) -> int:
-        """Its parameters (an ONNX member: the numbers its graph holds)."""
-        return sum(m.num_parameters for m in self.network.modules() if isinstance(m, OnnxTeacher)) + \
-            count_parameters(self.network)
+        """Its parameters (an ONNX or tree member: the numbers its graph holds)."""
+        return count_parameters(self.network)
 
     def identity(self) -> str:
         """What the teacher computes, for cache keys: a checkpoint's bytes, or spec, adapters and weights.
