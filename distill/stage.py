@@ -61,10 +61,10 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     check_data(data)
     run_dir = Path(cli.config.run_dir)
-    resume = resolve_resume(cli.config.ckpt_path, run_dir, module)
-    if module.fitted_trees is not None and (cli.config.lr_find or resume):
+    if module.fitted_trees is not None and (cli.config.lr_find or cli.config.ckpt_path):
         raise UsageError(f"{module.hparams.model} is fitted in one pass, not trained by gradient steps: it has no "
                          "learning rate to search (--lr_find) and nothing to resume (--ckpt_path)")
+    resume = resolve_resume(cli.config.ckpt_path, run_dir, module)
     if cli.config.lr_find == "show":
         suggestion = find_lr(trainer, module, data, run_dir)
         print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "

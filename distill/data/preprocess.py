@@ -165,3 +165,18 @@ def output_width(state: dict[str, Any], numeric_columns: int) -> int:
     for categories in state.get("categories") or []:
         width += len(categories) if state["encoding"] == "onehot" else 1
     return width
+
+
+def nominal_blocks(state: dict[str, Any], numeric: list[str], categorical: list[str]) -> list[tuple[int, int]]:
+    """(first column, width) of each block of an encoded row that holds a category, not a number: every
+    missing-value indicator, every one-hot group or ordinal code. None after a reduction (all numbers then)."""
+    if state["reduction"] != "none":
+        return []
+    indicators = len(state.get("indicator_columns") or [])
+    blocks = [(len(numeric) + k, 1) for k in range(indicators)]
+    start = len(numeric) + indicators
+    for categories in (state.get("categories") or [])[:len(categorical)]:
+        width = len(categories) if state["encoding"] == "onehot" else 1
+        blocks.append((start, width))
+        start += width
+    return blocks

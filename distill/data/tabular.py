@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from distill.data.datamodule import EpochShuffle, IndexedTensors
-from distill.data.preprocess import apply_preprocessing, fit_preprocessing, output_width
+from distill.data.preprocess import apply_preprocessing, fit_preprocessing, nominal_blocks, output_width
+from distill.data.synthetic import MAKERS, gaussian, munge
 from distill.errors import UsageError
 from distill.tasks import get_task
 
@@ -55,10 +56,39 @@ def shipped_table(name: str) -> tuple[list[str], list[list[str]], str, Path]:
         header = [*bunch.feature_names, "progression"]
         rows = [[repr(float(v)) for v in (*x, y)] for x, y in zip(bunch.data, bunch.target)]
         return header, rows, "progression", Path(sklearn.datasets.__file__).parent / "data" / "diabetes_data_raw.csv.gz"
+    if name == "digits":
+        try:
+            import sklearn.datasets
+        except ModuleNotFoundError:
+            raise UsageError('dataset digits needs scikit-learn: pip install -e ".[tabular]"') from None
+        bunch = sklearn.datasets.load_digits()  # bundled: 1,797 handwritten digits as 8x8 counts of 0-16
+        header = [*(f"pixel_{i}" for i in range(64)), "digit"]
+        rows = [[str(int(v)) for v in x] + [str(int(y))] for x, y in zip(bunch.data, bunch.target)]
+        return header, rows, "digit", Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    if name == "randhie":
+        return randhie()
     raise UsageError(f"unknown table {name!r}; valid: {', '.join(SHIPPED)} (or --data.path FILE.csv)")
 
 
-SHIPPED = ("penguins", "diabetes")
+SHIPPED = ("penguins", "diabetes", "digits", "randhie")
+
+
+def randhie() -> tuple[list[str], list[list[str]], str, Path]:
+    """The RAND Health Insurance Experiment table statsmodels ships (20,190 person-years): whether a person saw
+    a doctor that year (``visited``: the count ``mdvis`` above 0, the count itself left out) from the plan's
+    coinsurance, deductible and participation incentive, physical limitation, chronic diseases and self-rated
+    health. Read from the package's own CSV file; nothing is imported from it and nothing is downloaded."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("statsmodels")
+    if spec is None or spec.origin is None:
+        raise UsageError('dataset randhie needs the statsmodels package (it ships the table): pip install -e ".[tabular]"')
+    path = Path(spec.origin).parent / "datasets" / "randhie" / "randhie.csv"
+    header, rows = read_table(path)
+    visits = header.index("mdvis")
+    kept = [h for j, h in enumerate(header) if j != visits]
+    rows = [[v for j, v in enumerate(r) if j != visits] + ["yes" if float(r[visits]) > 0 else "no"] for r in rows]
+    return [*kept, "visited"], rows, "visited", path
 
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[int]]:
@@ -209,6 +239,14 @@ class TabularDataModule(LightningDataModule):
             all that reading new rows needs.
         schema_only: Read no table: a module that only prepares new rows (``distill.predict``) from
             ``schema`` and ``fitted``, so a checkpoint or ONNX file predicts with its training CSV gone.
+        augment: Synthetic training rows for a teacher to label (``distill.data.synthetic``): ``munge``
+            (Bucilă et al. 2006: attributes moved toward the nearest row's) or ``gaussian`` (numbers
+            jittered); ``none``. Made from the training rows only, never in validation or test; a
+            distillation stage only (their label is the teacher's).
+        augment_factor: Synthetic rows per training row.
+        augment_swap: munge: probability that an attribute is moved toward the neighbour's.
+        augment_spread: munge: the paper's s (a larger value keeps numbers closer to the neighbour's).
+        augment_noise: gaussian: noise as a fraction of each numeric column's standard deviation.
     """
 
     def __init__(
@@ -235,6 +273,11 @@ class TabularDataModule(LightningDataModule):
         file_sha256: str | None = None,
         schema: dict[str, list[str]] | None = None,
         schema_only: bool = False,
+        augment: Literal["none", "munge", "gaussian"] = "none",
+        augment_factor: int = 1,
+        augment_swap: float = 0.5,
+        augment_spread: float = 1.0,
+        augment_noise: float = 0.1,
     ) -> None:
         super().__init__()
         if schema_only and fitted is not None and schema is not None:
@@ -247,6 +290,10 @@ class TabularDataModule(LightningDataModule):
             raise UsageError(f"val_fraction and test_fraction must leave training rows, got {val_fraction}, {test_fraction}")
         if batch_size < 1 or eval_batch_size < 1:
             raise UsageError("batch sizes must be >= 1")
+        if augment not in ("none", *MAKERS):
+            raise UsageError(f"--data.augment {augment!r}; valid: none, {', '.join(MAKERS)}")
+        if augment_factor < 1:
+            raise UsageError(f"--data.augment_factor must be >= 1, got {augment_factor}")
         if dataset:
             header, rows, shipped_target, self.file = shipped_table(dataset)
             lines = list(range(2, len(rows) + 2))
@@ -384,6 +431,8 @@ class TabularDataModule(LightningDataModule):
         self.train_x, self.train_y = features[pool], targets[pool]
         self.test_x, self.test_y = features[test], targets[test]
         self.train_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train)))
+        self.real_train = torch.arange(len(train))  # the labelled training rows (synthetic ones follow the pool)
+        self.synthetic_rows = 0
         self.val_set = IndexedTensors(self.train_x, self.train_y, torch.arange(len(train), len(pool)))
         self.test_set = IndexedTensors(self.test_x, self.test_y, torch.arange(len(test)))
         digest = hashlib.sha256(self.file.read_bytes())
@@ -432,9 +481,33 @@ class TabularDataModule(LightningDataModule):
 
     def labelled_rows(self, part: Literal["train", "val"]) -> tuple[Tensor, Tensor]:
         """The model-ready rows (N, F) and targets (N,) of the training or the validation part, in order (a model
-        fitted on all rows at once, such as gradient-boosted trees, reads them)."""
-        indices = (self.train_set if part == "train" else self.val_set).indices
+        fitted on all rows at once, such as gradient-boosted trees, reads them); never synthetic rows."""
+        indices = self.real_train if part == "train" else self.val_set.indices
         return self.train_x[indices], self.train_y[indices]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.get("augment", "none") != "none" and not self.synthetic_rows:
+            self._add_synthetic_rows()
+
+    def _add_synthetic_rows(self) -> None:
+        """Appends the synthetic rows after the training and validation rows; training batches draw from both."""
+        h = self.hparams
+        rows = self.train_x[self.real_train]
+        nominal = nominal_blocks(self.fitted, self.numeric_columns, self.categorical_columns)
+        if h.augment == "munge":
+            made = munge(rows, nominal, h.augment_factor, h.augment_swap, h.augment_spread, seed=h.split_seed)
+        else:
+            made = gaussian(rows, nominal, h.augment_factor, h.augment_noise, seed=h.split_seed)
+        first = len(self.train_x)
+        unlabelled = torch.full((len(made),), get_task(self.task).missing_label, dtype=self.train_y.dtype)
+        self.train_x = torch.cat([self.train_x, made.to(self.train_x.dtype)])
+        self.train_y = torch.cat([self.train_y, unlabelled])
+        indices = torch.cat([self.real_train, torch.arange(first, first + len(made))])
+        self.train_set = IndexedTensors(self.train_x, self.train_y, indices)
+        self.val_set = IndexedTensors(self.train_x, self.train_y, self.val_set.indices)
+        self.synthetic_rows = len(made)
+        rank_zero_info(f"{len(made)} synthetic training rows ({h.augment}, {h.augment_factor} per training row), "
+                       "labelled by the teacher; validation and test rows are the table's own")
 
     def read_table_file(self, path: Path) -> tuple[Tensor, list[int], list[int]]:
         """Rows of another CSV with the same feature columns, as model inputs (the training transform),

@@ -92,6 +92,13 @@ def objects_given(system: nn.Module) -> list[str]:
     return names
 
 
+def refuse_unlabelled_rows(system: Any, data: Any) -> None:
+    """Synthetic rows are labelled by a teacher: a stage without one cannot train on them."""
+    if not system.distills and getattr(data, "synthetic_rows", 0):
+        raise UsageError(f"--data.augment {data.hparams.get('augment')}: synthetic rows are labelled by a teacher, and "
+                         "this stage trains on labels alone; use it in the student stage (drop it here)")
+
+
 class ClassifierSystem(LightningModule):
     """Trains ``self.model`` on labelled inputs; subclasses say what the training loss terms are.
 
@@ -221,6 +228,7 @@ class ClassifierSystem(LightningModule):
             raise UsageError(f"{self.hparams.model} fits table rows (--data tabular); this data gives inputs of shape "
                              f"{tuple(self.hparams.input_shape)}")
         data.setup("fit")
+        refuse_unlabelled_rows(self, data)
         (train_x, train_y), (val_x, val_y) = data.labelled_rows("train"), data.labelled_rows("val")
         if len(val_x) == 0:
             raise UsageError(f"{self.hparams.model} stops adding trees on the validation rows and there are none: "
@@ -312,13 +320,18 @@ class ClassifierSystem(LightningModule):
                                   "the checkpoints on disk are from before it. Lower --model.lr or clip gradients "
                                   "(--trainer.gradient_clip_val)")
 
+    def setup(self, stage: str) -> None:
+        refuse_unlabelled_rows(self, self.trainer.datamodule)
+
     def on_validation_start(self) -> None:
         self.check_finite()  # checkpoints are written after validation: never from diverged weights
 
     def on_train_epoch_end(self) -> None:
         # Epoch-level training metrics, logged once per epoch rather than registered on every step.
         if self._train_preds:
-            self.train_metrics.update(torch.cat(self._train_preds), torch.cat(self._train_labels))
+            preds, labels = torch.cat(self._train_preds), torch.cat(self._train_labels)
+            known = self.task.labelled(labels)  # synthetic rows (no label) are not scored
+            self.train_metrics.update(preds[known], labels[known])
             self._train_preds, self._train_labels = [], []
             self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()

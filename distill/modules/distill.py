@@ -134,6 +134,7 @@ class DistillModule(ClassifierSystem):
         self.teacher_recorder = self._recorder(self.teacher.network, self.distiller.teacher_features, detach=True)
         self.cached_feature_widths = self._build_method()
         self.cached_logits: Any = None  # a LogitTable, set by TeacherCache when it serves this run
+        self.fills_labels = False  # whether some training rows have no label (set from the data in setup)
 
     def report_metrics(self) -> dict[str, Any]:
         return {**super().report_metrics(), **self.teacher.report(), "method": self.hparams.method,
@@ -169,9 +170,12 @@ class DistillModule(ClassifierSystem):
         return None
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         data = self.trainer.datamodule
         if data is not None:
             self.teacher.attach(data)
+        # Synthetic rows (--data.augment) carry no label: the teacher's answer stands in for it.
+        self.fills_labels = getattr(data, "synthetic_rows", 0) > 0
 
     def table_request(self) -> TableRequest:
         """What the teacher cache keeps per training sample: the logits, and pooled features the method reads."""
@@ -215,8 +219,11 @@ class DistillModule(ClassifierSystem):
         teacher = None
         if self.cached_logits is not None and indices is not None:
             teacher = self._outputs_from_rows(self.cached_logits[indices])  # (B, K) and any (B, D) features
-        elif self.distiller.needs_teacher:
+        elif self.distiller.needs_teacher or self.fills_labels:
             teacher = self.teacher_outputs(inputs)
+        if self.fills_labels:
+            assert teacher is not None
+            labels = self.task.teacher_labelled(labels, teacher.logits)
         outputs = student.logits
         # The method sees what the student learns (a regression's z-scores), teacher and targets alike.
         learned = self.task.learned

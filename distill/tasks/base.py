@@ -83,6 +83,16 @@ class Task:
         """The torchmetrics a stage logs (cloned per split)."""
         raise NotImplementedError
 
+    missing_label: float = -1  # the label of a row that has none (a synthetic row): what ``labelled`` tells apart
+
+    def labelled(self, labels: Tensor) -> Tensor:
+        """(B,) True where a row has a label (synthetic rows, made for a teacher to label, have none)."""
+        return labels != self.missing_label
+
+    def teacher_labelled(self, labels: Tensor, teacher: Tensor) -> Tensor:
+        """Labels (B,) with the teacher's own answer (its outputs (B, K)) where a row has none."""
+        raise NotImplementedError
+
     def learned(self, values: Tensor, network: nn.Module) -> Tensor:
         """Outputs or labels -> the units the network learns in (what losses and methods see)."""
         return values

@@ -42,6 +42,9 @@ class Classification(Task):
     def target_tensor(self, labels: np.ndarray) -> Tensor:
         return torch.from_numpy(labels).long()
 
+    def teacher_labelled(self, labels: Tensor, teacher: Tensor) -> Tensor:
+        return torch.where(self.labelled(labels), labels, teacher.argmax(dim=1))  # its most likely class
+
     def metrics(self, num_classes: int) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
                                  "f1": MulticlassF1Score(num_classes, average="macro")})

@@ -52,6 +52,14 @@ class Regression(Task):
     def target_tensor(self, labels: np.ndarray) -> Tensor:
         return torch.from_numpy(labels)
 
+    missing_label = float("nan")
+
+    def labelled(self, labels: Tensor) -> Tensor:
+        return ~torch.isnan(labels)
+
+    def teacher_labelled(self, labels: Tensor, teacher: Tensor) -> Tensor:
+        return torch.where(self.labelled(labels), labels, teacher.squeeze(1).to(labels.dtype))  # its prediction, in units
+
     def fit_targets(self, labels: np.ndarray) -> dict[str, float]:
         # the networks learn z-scored targets; predictions come back in units
         return {"target_mean": float(labels.mean()), "target_std": float(labels.std()) or 1.0}
