@@ -80,6 +80,30 @@ def select_classes(args: list[str]) -> list[str]:
     return out
 
 
+def config_resets_data(args: list[str]) -> list[str]:
+    """A ``--config FILE`` whose data names its own class (``class_path``) starts that class from its own defaults.
+
+    Otherwise the arguments the default recipe gave the default DataModule (images) that the named class
+    also takes would carry over unseen: a table recipe's ``val_fraction`` would be the image data's 0.1
+    instead of the table's 0.15, and its split not the one the same run from flags gets.
+    """
+    import yaml
+
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        flag, _, joined = arg.partition("=")
+        path = joined if joined else (args[i + 1] if flag == "--config" and i + 1 < len(args) else "")
+        if flag == "--config" and Path(path).is_file():
+            try:
+                data = (yaml.safe_load(Path(path).read_text()) or {}).get("data")
+            except (yaml.YAMLError, AttributeError):
+                data = None  # the parser says what is wrong with the file
+            if isinstance(data, dict) and "class_path" in data:
+                out += ["--data", "null"]
+        out.append(arg)
+    return out
+
+
 TEACHER_FLAGS = ("--model.teacher", "--model.teacher_ckpt")
 
 
@@ -154,8 +178,8 @@ class DistillCLI(LightningCLI):
             save_config_callback=None,  # config.yaml goes to the run directory, written by run_stage
             seed_everything_default=0,
             run=False,
-            args=name_teacher_once(select_classes(method_follows_data(args) if issubclass(module_class, DistillModule)
-                                                  else args)),
+            args=name_teacher_once(select_classes(config_resets_data(
+                method_follows_data(args) if issubclass(module_class, DistillModule) else args))),
             auto_configure_optimizers=False,  # the module owns its optimizer and schedule, by name
             load_from_checkpoint_support=False,  # keep hyperparameters plain values
             parser_kwargs=parser_kwargs,

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from distill import cost, plots
 from distill.checkpoint import Trained, rebuild_data
+from distill.data.split import SPLIT
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.export import OnnxClassifier, file_bytes
 from distill.inference import load_artifact, test_outputs
@@ -50,9 +51,6 @@ def name_models(paths: list[Path]) -> list[str]:
             name, i = f"{base}-{i}", i + 1
         names.append(name)
     return names
-
-
-SPLIT = ("path", "dataset", "file_sha256", "target", "split_seed", "val_fraction", "test_fraction")
 
 
 def check_same_task(models: list[Trained]) -> None:

@@ -9,7 +9,7 @@
 Trains (or reuses) the teacher, then for every seed three students through ``python -m distill.train``:
   kd     the student recipe (``--student_config``, or the bare defaults),
   twin   the same recipe with every teacher weight of its method at 0 (``--model.method.alpha 0`` for
-         KD): identical but for the teacher,
+         KD) and no synthetic rows (``--data.augment none``; they are the teacher's): identical but for the teacher,
   best   the student's own best recipe alone (``--alone_config``: a ``distill.train teacher`` config for the
          student's architecture, e.g. with label smoothing or augmentation), same budget.
 The gain is KD against the better of the two students trained alone (by mean test accuracy), so a recipe
@@ -263,11 +263,21 @@ def twin_flags(method: str) -> list[str]:
     return [part for name in weights for part in (f"--model.method.{name}", "0")]
 
 
+def synthetic_rows_flags(student_config: Path | None, student_args: list[str]) -> list[str]:
+    """``--data.augment none`` when the student's recipe or arguments make synthetic rows (labelled by the teacher):
+    its twin must not see them, or it would still learn from the teacher."""
+    recipe = yaml.safe_load(student_config.read_text()) if student_config is not None else None
+    data = ((recipe or {}).get("data") or {}).get("init_args") or {}
+    given = any(a.split("=", 1)[0] == "--data.augment" for a in student_args)
+    return ["--data.augment", "none"] if given or data.get("augment", "none") != "none" else []
+
+
 def plan(args: argparse.Namespace, out: Path, teacher_ckpt: Path, student_config: Path | None,
          alone_config: Path | None) -> dict[str, list[tuple[list[str], Path]]]:
     """The (command, run directory) of every student run, by kind: kd, twin and (with an alone recipe) best."""
     with_teacher = ["--model.teacher", str(teacher_ckpt), *args.extra, *shlex.split(args.student_args)]
-    twin = twin_flags(method_of(student_config, [*args.extra, *shlex.split(args.student_args)]))
+    given = [*args.extra, *shlex.split(args.student_args)]
+    twin = twin_flags(method_of(student_config, given)) + synthetic_rows_flags(student_config, given)
     jobs: dict[str, list[tuple[list[str], Path]]] = {"kd": [], "twin": [], "best": []}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         kd_dir, twin_dir, best_dir = (out / kind / f"seed{seed}" for kind in ("kd", "twin", "best"))
@@ -311,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kd_recipe = " ".join([recipe_name(student_config, "bare student defaults"), args.student_args]).strip()
     kd = group("kd", kd_recipe, results["kd"])
-    twin_args = " ".join(twin_flags(method_of(student_config, [*args.extra, *shlex.split(args.student_args)])))
+    given = [*args.extra, *shlex.split(args.student_args)]
+    twin_args = " ".join(twin_flags(method_of(student_config, given)) + synthetic_rows_flags(student_config, given))
     twin = group("alpha0_twin", f"{kd_recipe} {twin_args}", results["twin"])
     best = group("best_alone", recipe_name(alone_config, ""), results["best"]) if results["best"] else None
     summary = summarize(teacher, kd, twin, best, command)

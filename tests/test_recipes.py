@@ -18,7 +18,7 @@ TEACHERS = Path(__file__).resolve().parents[1] / "teachers"
 RECIPES = sorted(TEACHERS.rglob("*.yaml"))
 
 
-TABLES = ("penguins", "diabetes")  # recipe folders of tables a package ships
+TABLES = ("penguins", "diabetes", "randhie")  # recipe folders of tables a package ships
 
 
 SOURCED = {"-pruned": "prune", "-qat": "qat"}  # recipe suffix -> the stage that starts from a trained network

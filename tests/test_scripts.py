@@ -127,6 +127,15 @@ def test_the_twin_sets_every_teacher_weight_of_the_students_method_to_zero():
         "--model.method.beta", "0", "--model.method.gamma", "0"]
 
 
+def test_the_twin_of_a_student_with_synthetic_rows_sees_none(tmp_path):
+    seeds = load_seeds_module()
+    assert seeds.synthetic_rows_flags(ROOT / "teachers" / "penguins" / "mlp_wide-to-mlp_small.yaml", []) == []
+    assert seeds.synthetic_rows_flags(None, ["--data.augment=munge"]) == ["--data.augment", "none"]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  init_args:\n    augment: munge\n")
+    assert seeds.synthetic_rows_flags(recipe, []) == ["--data.augment", "none"]
+
+
 def test_qad_seeds_sets_quantization_aware_files_beside_post_training_int8(teacher_run, student_run, tmp_path):
     pytest.importorskip("torchao")
     quick = "--trainer.max_epochs 1 --trainer.limit_train_batches 4 --trainer.limit_val_batches 2 " \

@@ -127,3 +127,13 @@ def test_trees_are_refused_where_they_cannot_go(tables, tmp_path, capsys):
     unfitted = create_model("lightgbm", num_classes=3, in_channels=4)
     with pytest.raises(UsageError, match="not fitted"):
         unfitted(torch.zeros(2, 4))
+
+
+def test_a_teacher_trained_on_another_split_of_the_same_table_is_refused(tables, tmp_path, capsys):
+    """Its training rows would be among the student's test rows: a flattering test figure with no word."""
+    assert teacher(tables, "classification", "lightgbm", tmp_path / "t", "--data.val_fraction", "0.1") == 0
+    path, target = tables["classification"]
+    code = main(["student", "--data", "tabular", "--data.path", str(path), "--data.target", target,
+                 "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "t" / "best.ckpt"),
+                 "--trainer.max_epochs", "1", *QUIET, "--run_dir", str(tmp_path / "s")])
+    assert code == 2 and "another split of this table (val_fraction: 0.1 there, 0.15 here)" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill.checkpoint import Trained, load_trained
+from distill.data.split import split_difference
 from distill.errors import UsageError
 
 
@@ -26,9 +27,6 @@ def load_source(source_ckpt: str, model: str | None, settings: dict[str, Any]) -
     return source
 
 
-SPLIT = ("dataset", "path", "file_sha256", "target", "split_seed", "val_fraction", "test_fraction")
-
-
 def check_same_split(source: Trained, data: Any) -> None:
     """A stage fine-tuning ``source`` must see the split it was trained on: under another split, rows
     it learned from would be among this run's validation and test rows, and its figures would flatter it.
@@ -36,9 +34,8 @@ def check_same_split(source: Trained, data: Any) -> None:
     Raises:
         UsageError: naming the first setting that differs and the value to give.
     """
-    here = dict(getattr(data, "hparams", {}) or {})
-    for key in SPLIT:
-        if key in source.data_hparams and key in here and source.data_hparams[key] != here[key]:
-            raise UsageError(f"{source.path} was trained on another split of the data ({key}: "
-                             f"{source.data_hparams[key]!r} there, {here[key]!r} here): its training rows would be "
-                             f"scored as unseen; give --data.{key} {source.data_hparams[key]}")
+    difference = split_difference(source.data_hparams, data)
+    if difference is not None:
+        key, there, here = difference
+        raise UsageError(f"{source.path} was trained on another split of the data ({key}: {there!r} there, {here!r} "
+                         f"here): its training rows would be scored as unseen; give --data.{key} {there}")

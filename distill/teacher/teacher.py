@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distill.data.split import SAME_TABLE_SPLIT, same_table, split_difference
 from distill.errors import UsageError
 from distill.models import count_parameters
 from distill.models.ensemble import Ensemble
@@ -152,6 +153,13 @@ class Teacher(nn.Module):
         for i, origin in enumerate(self.origins):
             if isinstance(self.members[i], RowView):
                 continue  # attached already
+            difference = split_difference(origin.data or {}, data, SAME_TABLE_SPLIT) if same_table(
+                origin.data or {}, data) else None
+            if difference is not None:  # its training rows would be among the student's test rows
+                key, there, here = difference
+                raise UsageError(f"teacher {origin.spec} was trained on another split of this table ({key}: {there!r} "
+                                 f"there, {here!r} here): rows it learned from would be the student's test rows; "
+                                 f"give --data.{key} {there}")
             try:
                 view = row_view(self.members[i], origin.data, data)
             except UsageError as error:
