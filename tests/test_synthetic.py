@@ -115,3 +115,20 @@ def test_synthetic_regression_rows_take_the_teachers_value(tmp_path):
     assert task.teacher_labelled(labels, torch.tensor([[9.0], [7.0], [9.0]])).tolist() == [1.0, 7.0, 3.0]
     classes = get_task("classification")
     assert classes.teacher_labelled(torch.tensor([2, -1]), torch.tensor([[0.0, 1.0, 0.0], [3.0, 0.0, 0.0]])).tolist() == [2, 0]
+
+
+def test_a_regression_student_learns_on_synthetic_rows_the_trees_label(tmp_path):
+    pytest.importorskip("lightgbm")
+    pytest.importorskip("onnxmltools")
+    from tests.test_trees import regression_table
+
+    path = regression_table(tmp_path / "r.csv")
+    table = ["--data", "tabular", "--data.path", str(path), "--data.target", "y"]
+    assert main(["teacher", *table, "--model.model", "lightgbm", "--model.model_kwargs",
+                 "{n_estimators: 100, early_stopping_rounds: 10}", *QUIET, "--run_dir", str(tmp_path / "t")]) == 0
+    assert main(["student", *table, "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "t" / "best.ckpt"),
+                 "--data.augment", "munge", "--data.augment_factor", "2", "--trainer.max_epochs", "2", *QUIET,
+                 "--run_dir", str(tmp_path / "s")]) == 0
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert metrics["method"] == "regression_kd" and metrics["teacher_test_r2"] > 0.9
+    assert torch.isfinite(torch.tensor(metrics["test/r2"]))
