@@ -15,10 +15,11 @@ from distill.models import count_parameters
 
 
 def weights_bytes(model: nn.Module) -> int:
-    """Size of the exported weights (``torch.save`` of the state dict), in bytes."""
+    """Size of the exported weights (``torch.save`` of the state dict, and files run beside it), in bytes."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
+    # an ONNX graph run as a member keeps its weights in its own file
+    return buffer.getbuffer().nbytes + sum(getattr(m, "stored_bytes", 0) for m in model.modules())
 
 
 def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:

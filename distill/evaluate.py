@@ -167,7 +167,10 @@ def compare(measured: list[Measured], outputs: list[Tensor], task: Task) -> list
 
 def load_models(teacher: Path, students: list[Path]) -> list[Trained]:
     """The teacher (a file, or a spec a student recorded) and the students, checked to share one task."""
-    if is_built_teacher(str(teacher)):  # rebuilt from what a student recorded: read the students first
+    # Rebuilt from what a student recorded (read the students first): a spec, or an ONNX file of another
+    # framework, whose inputs and outputs only the student's settings describe.
+    foreign_onnx = teacher.suffix == ".onnx" and not teacher.with_suffix(".json").is_file()
+    if is_built_teacher(str(teacher)) or foreign_onnx:
         students_loaded = [load_artifact(p) for p in students]
         models = [built_teacher(str(teacher), students_loaded), *students_loaded]
     else:

@@ -124,6 +124,12 @@ def test_trees_are_refused_where_they_cannot_go(tables, tmp_path, capsys):
                                                "--ckpt_path", "last"))
     with pytest.raises(UsageError, match="fits table rows"):  # images
         TeacherModule(model="lightgbm", num_classes=3, input_shape=(1, 8, 8)).fit_rows(object(), seed=0)
+    assert "could not fit these rows with these settings" in said(teacher(
+        tables, "classification", "lightgbm", tmp_path / "lr", "--model.model_kwargs", "{learning_rate: -1}"))
+    rows = np.zeros((6, 4), dtype=np.float32)
+    with pytest.raises(UsageError, match="class 2 \\(of 3\\) has none"):  # its probabilities would lack a column
+        create_model("lightgbm", num_classes=3, in_channels=4).fit((rows, np.array([0, 1] * 3)),
+                                                                   (rows, np.array([0, 1] * 3)), 0, 1)
     unfitted = create_model("lightgbm", num_classes=3, in_channels=4)
     with pytest.raises(UsageError, match="not fitted"):
         unfitted(torch.zeros(2, 4))
@@ -137,3 +143,21 @@ def test_a_teacher_trained_on_another_split_of_the_same_table_is_refused(tables,
                  "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "t" / "best.ckpt"),
                  "--trainer.max_epochs", "1", *QUIET, "--run_dir", str(tmp_path / "s")])
     assert code == 2 and "another split of this table (val_fraction: 0.1 there, 0.15 here)" in capsys.readouterr().err
+
+
+def test_the_written_onnx_file_teaches_and_is_evaluated_by_what_the_student_recorded(tables, tmp_path):
+    """model.onnx (no distill sidecar) as a teacher; distill.evaluate rebuilds it from the student's settings."""
+    from distill.evaluate import evaluate
+
+    assert teacher(tables, "classification", "lightgbm", tmp_path / "t") == 0
+    trees = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    path, target = tables["classification"]
+    onnx = str(tmp_path / "t" / "model.onnx")
+    assert main(["student", "--data", "tabular", "--data.path", str(path), "--data.target", target,
+                 "--model.model", "mlp_small", "--model.teacher", onnx, "--trainer.max_epochs", "1", *QUIET,
+                 "--run_dir", str(tmp_path / "s")]) == 0
+    student = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert student["teacher_test_acc"] == pytest.approx(trees["test/acc"], abs=1e-6)
+    report = evaluate(tmp_path / "t" / "model.onnx", [tmp_path / "s" / "best.ckpt"], tmp_path / "e", latency_runs=3)
+    assert report["models"][0]["acc"] == pytest.approx(trees["test/acc"], abs=1e-6)
+    assert report["models"][0]["weights_bytes"] >= (tmp_path / "t" / "model.onnx").stat().st_size

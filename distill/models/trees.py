@@ -73,9 +73,10 @@ class GradientBoostedTrees(nn.Module):
         if not self.fitted:
             return 0
         onnx = _require("onnx")
-        graph = onnx.load_from_string(self.onnx_bytes())
-        return sum(len(a.floats) for node in graph.graph.node for a in node.attribute
-                   if a.name in ("nodes_values", "target_weights", "class_weights"))
+        graph = onnx.load_from_string(self.onnx_bytes()).graph
+        return sum(int(np.prod(t.dims)) for t in graph.initializer) + sum(
+            len(a.floats) for node in graph.node for a in node.attribute
+            if a.name in ("nodes_values", "target_weights", "class_weights"))
 
     def onnx_bytes(self) -> bytes:
         """The ONNX graph: input ``input`` (B, F) float, last output the probabilities or the value."""
@@ -131,9 +132,20 @@ class GradientBoostedTrees(nn.Module):
             UsageError: a missing library, or an ONNX export that disagrees with the library's own predictions.
         """
         fit = _FITTERS[self.library]
+        if self.num_outputs > 1:  # the library numbers the classes it sees: each must have training rows
+            missing = sorted(set(range(self.num_outputs)) - set(np.unique(train[1]).tolist()))
+            if missing:
+                raise UsageError(f"{self.library} needs training rows of every class; class {missing[0]} (of "
+                                 f"{self.num_outputs}) has none: more rows, or another --data.split_seed")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the libraries' deprecation chatter about their own arguments
-            native, onnx, trees = fit(self, train, val, seed, threads)
+            try:
+                native, onnx, trees = fit(self, train, val, seed, threads)
+            except (ValueError, TypeError, *_library_errors(self.library)) as err:  # settings or rows it refuses
+                if isinstance(err, UsageError):
+                    raise
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise UsageError(f"{self.library} could not fit these rows with these settings: {first[:200]}") from None
         self.native_model = torch.frombuffer(bytearray(native), dtype=torch.uint8)
         self.onnx_model = torch.frombuffer(bytearray(onnx), dtype=torch.uint8)
         self._session = None
@@ -246,6 +258,13 @@ def fitted_trees_in(model: nn.Module) -> GradientBoostedTrees | None:
     """The tree ensemble a model is (or wraps: a regression network sits in its ``TargetScale``), else None."""
     network = getattr(model, "network", model)
     return network if isinstance(network, GradientBoostedTrees) else None
+
+
+def _library_errors(library: str) -> tuple[type[Exception], ...]:
+    """The error types a library raises for settings or rows it cannot fit (LightGBM's are not ValueErrors)."""
+    if library == "lightgbm":
+        return (_require("lightgbm").basic.LightGBMError,)
+    return ()  # XGBoost's XGBoostError is a ValueError
 
 
 _FITTERS = {"lightgbm": _fit_lightgbm, "xgboost": _fit_xgboost}

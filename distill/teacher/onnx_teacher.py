@@ -100,6 +100,11 @@ class OnnxTeacher(nn.Module):
                     count += len(attribute.floats)
         return count
 
+    @property
+    def stored_bytes(self) -> int:
+        """Size of the file it runs (its weights live there, not in a state dict)."""
+        return self.path.stat().st_size
+
     def set_classes(self, classes: Sequence[str]) -> None:
         """The data's class names, in the order of the student's outputs (a ZipMap is read by them)."""
         self.classes = tuple(str(c) for c in classes) or None
