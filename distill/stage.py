@@ -71,14 +71,14 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
               f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
         return {"lr_suggestion": suggestion}
     rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    if trainer.is_global_zero:
+        rundir.atomic_write_text(run_dir / rundir.CONFIG, cli.parser.dump(cli.config))
     if module.fitted_trees is not None:  # fitted on all rows at once: no epochs, no optimizer steps
         return fit_trees(cli, time.perf_counter())
     if cli.config.lr_find == "apply":
         module.hparams.lr = find_lr(trainer, module, data, run_dir)
         print(f"training with the suggested learning rate {module.hparams.lr:.3g} (plot: {run_dir / PLOT})")
     apply_batch_scaling(trainer, module, data, cli.config.scale_lr_base_batch)
-    if trainer.is_global_zero:
-        rundir.atomic_write_text(run_dir / rundir.CONFIG, cli.parser.dump(cli.config))
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     train_seconds = time.perf_counter() - start

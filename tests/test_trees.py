@@ -60,6 +60,7 @@ def test_a_tree_teacher_is_fitted_saved_self_contained_and_teaches_a_network(tab
     assert metrics["onnx_max_difference"] < 1e-4
     native = tmp_path / "t" / ("model.txt" if library == "lightgbm" else "model.json")
     assert native.stat().st_size > 0 and (tmp_path / "t" / "model.onnx").stat().st_size > 0
+    assert f"model: {library}" in (tmp_path / "t" / "config.yaml").read_text()  # the run, replayable with --config
     # The checkpoint is tensors and plain values; rebuilt from it, the trees give the test figure again.
     checkpoint = load_checkpoint(tmp_path / "t" / "best.ckpt")
     assert checkpoint["state_dict"]["model.network.native_model" if task == "regression" else
