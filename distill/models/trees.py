@@ -55,6 +55,8 @@ class GradientBoostedTrees(nn.Module):
         super().__init__()
         if early_stopping_rounds < 1:
             raise UsageError(f"early_stopping_rounds must be >= 1, got {early_stopping_rounds}")
+        if int(settings.get("n_estimators", 1)) < 1:
+            raise UsageError(f"n_estimators must be >= 1, got {settings['n_estimators']}")
         self.library, self.num_outputs, self.in_features = library, num_outputs, in_features
         self.settings, self.early_stopping_rounds = dict(settings), early_stopping_rounds
         # The fitted model, as bytes: the library's own format and the ONNX graph forward runs.
