@@ -26,8 +26,9 @@ from rich.table import Table
 from distill import cost
 from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
-from distill.evaluate import check_same_task, name_models
-from distill.export import OnnxClassifier, convert_fp16, export_onnx, file_bytes, quantize_int8, verify_onnx
+from distill.evaluate import check_same_task, name_models, reading_rows
+from distill.export import (OnnxClassifier, convert_fp16, description, export_onnx, file_bytes, quantize_int8,
+                           verify_onnx)
 from distill.models.quantized import quantized_graph
 from distill.models.trees import fitted_trees_in
 from distill.runtime import (BATCHES, BestOf, array_round, empty_graph_round, interleaved, onnx_round, open_session,
@@ -107,11 +108,19 @@ def measure_speed(artifacts: list[Artifact], calls: int, input_shape: tuple[int,
 
 def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration: list[torch.Tensor],
                  check_inputs: torch.Tensor, precisions: tuple[str, ...] = ("int8",),
-                 fp16_io: bool = False) -> list[Artifact]:
+                 fp16_io: bool = False, first: Path | None = None) -> list[Artifact]:
     """The network in PyTorch and its ONNX files (fp32 and ``precisions``; a quantization-aware network's
-    int8 file), written and checked, each with the ways worth trying to run it, before measurement."""
+    int8 file), written and checked, each with the ways worth trying to run it, before measurement.
+
+    ``calibration`` and ``check_inputs`` are rows of ``data``; a table network fitted otherwise (than
+    ``first``'s data) is calibrated and checked on the same rows as its own preprocessing writes them.
+    """
     input_shape = tuple(trained.hparams["input_shape"])
     network = trained.network.eval().cpu()
+    view = reading_rows(network, trained, data, first or trained.path)
+    if view is not network:  # (B, F_data) -> (B, F_own)
+        with torch.no_grad():
+            check_inputs, calibration = view.own_rows(check_inputs), [view.own_rows(b) for b in calibration]
     trees = fitted_trees_in(network)
     files: list[tuple[Path, str, str, dict[str, float] | None]] = []  # path, format, name, parity
     if trained.hparams.get("quantization"):  # trained int8-aware: its own int8 file, nothing to calibrate
@@ -130,11 +139,6 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
             files.append((fp16_path, FP16_FORMAT + (", fp16 inputs" if fp16_io else ""), "ONNX fp16", None))
     base = {"role": role, "model": trained.hparams["model"], "checkpoint": str(trained.path),
             **cost.cost(network, input_shape)}
-    task = get_task(trained.hparams.get("task"))
-    sidecar = {"input_shape": list(input_shape), "num_classes": trained.hparams["num_classes"], "task": task.name,
-               "classes": list(data.class_names), "model": trained.hparams["model"], "source": str(trained.path),
-               "params": base["params"], "flops": base["flops"], "data_module": trained.data_module or "images",
-               "data": trained.data_hparams, "output": task.output_kind}
     inputs = {kind: torch.randn(batch, *input_shape) for kind, batch in BATCHES.items()}
     threads = {t: {"intra_op_threads": t} for t in thread_choices()}
     if trees is not None:  # the library's own prediction stands where a network's PyTorch forward does
@@ -153,7 +157,7 @@ def artifacts_of(role: str, trained: Trained, work: Path, data: Any, calibration
                 for k in BATCHES}
         artifacts.append(Artifact(f"{role} ({name})", fmt, "onnxruntime CPU", OnnxClassifier(path), path.name,
                                   file_bytes(path), base, ways, {o: o.as_dict() for o in sessions},
-                                  {**sidecar, "format": fmt.split(" (")[0], "recipe": fmt}, check))
+                                  description(trained, data.class_names, fmt, base), check))
     return artifacts
 
 
@@ -226,7 +230,8 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         artifacts: list[Artifact] = []
         for role, trained in sources.items():
             console.print(f"{role}: exporting and checking its files")
-            artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs, precisions, fp16_io)
+            artifacts += artifacts_of(role, trained, work, data, calibration, check_inputs, precisions, fp16_io,
+                                      sources[reference].path)
         input_shape = tuple(sources[reference].hparams["input_shape"])
         console.print(f"timing {len(artifacts)} artifacts, every way to run each, {ROUNDS} interleaved rounds of "
                       f"{latency_runs} calls (--latency_runs)")
@@ -235,7 +240,9 @@ def compress(students: list[Path], teacher: Path | None, out_dir: Path, data_roo
         task = get_task(sources[reference].hparams.get("task"))
         rows = [a.row() for a in artifacts]
         for row, artifact in zip(rows, artifacts):
-            logits, labels = test_outputs(artifact.runner, data, "cpu")
+            # every artifact scores the same test rows, each as its own preprocessing writes them
+            runner = reading_rows(artifact.runner, sources[row["role"]], data, sources[reference].path)
+            logits, labels = test_outputs(runner, data, "cpu")
             logits_of[row["name"]] = logits
             quality = task.quality(logits, labels)
             row.update({figure: quality[figure] for figure in task.figures})

@@ -61,7 +61,9 @@ def check_same_task(models: list[Trained]) -> None:
             ("dataset", first.data_hparams.get("dataset"), other.data_hparams.get("dataset")),
             ("task", first.hparams.get("task", "classification"), other.hparams.get("task", "classification")),
             ("class count", first.hparams["num_classes"], other.hparams["num_classes"]),
-            ("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),
+            # a table's width follows its preprocessing: rows are re-encoded per network (``reading_rows``)
+            *((("input shape", tuple(first.hparams["input_shape"]), tuple(other.hparams["input_shape"])),)
+              if first.data_hparams.get("fitted") is None else ()),
             # the test rows are split once, as the first model's were: another split holds its training rows
             *((f"table split ({key})", first.data_hparams.get(key), other.data_hparams.get(key)) for key in SPLIT
               if first.data_hparams.get("fitted") is not None),
@@ -70,6 +72,20 @@ def check_same_task(models: list[Trained]) -> None:
                 values = f" ({a} vs {b})" if len(f"{a}{b}") < 120 else ""  # a fitted preprocessing is too long to show
                 raise UsageError(f"{first.path} and {other.path} differ in {what}{values}; "
                                  "compare checkpoints of the same task")
+
+
+def reading_rows(network: Any, trained: Trained, data: Any, first: Path) -> Any:
+    """``network`` (or its exported file's runner) reading ``data``'s rows as its own fitted preprocessing
+    wrote them (``row_view``): a table network fitted otherwise than the test data still scores its own rows.
+
+    Raises:
+        UsageError: its rows cannot be rebuilt from these, in one line naming both checkpoints.
+    """
+    try:
+        return row_view(network, trained.data_hparams, data)
+    except UsageError as error:
+        raise UsageError(f"{trained.path} was trained on rows preprocessed otherwise than {first}'s "
+                         f"and cannot read them: {error}") from None
 
 
 def is_built_teacher(spec: str) -> bool:
@@ -208,11 +224,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
         # images normalized otherwise than the test data's: each network reads them as it was trained
         # and a table fitted otherwise reads the test rows as its own fit writes them
         network = as_trained(trained.network, trained.data_hparams, getattr(data, "normalization", None))
-        try:
-            network = row_view(network, trained.data_hparams, data)
-        except UsageError as error:
-            raise UsageError(f"{trained.path} was trained on rows preprocessed otherwise than {models[0].path}'s "
-                             f"and cannot read them: {error}") from None
+        network = reading_rows(network, trained, data, models[0].path)
         classifier = with_tta(network, tta, data.border_fill)
         m, output, labels = measure(name, "teacher" if i == 0 else "student", trained, classifier, tta, data,
                                     eval_device, task, latency_runs)

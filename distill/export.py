@@ -11,7 +11,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,8 +22,31 @@ from distill.errors import UsageError
 from distill.models.trees import fitted_trees_in
 from distill.run_dir import atomic_write
 from distill.runtime import BATCHES, INPUT, OUTPUT, SessionOptions, input_dtype, open_session, require
+from distill.tasks import get_task
 
-__all__ = ["INPUT", "OUTPUT", "OnnxClassifier", "convert_fp16", "export_onnx", "file_bytes", "quantize_int8", "require", "verify_onnx"]
+if TYPE_CHECKING:
+    from distill.checkpoint import Trained
+
+__all__ = ["INPUT", "OUTPUT", "OnnxClassifier", "convert_fp16", "description", "export_onnx", "file_bytes", "quantize_int8", "require", "verify_onnx"]
+
+
+def description(trained: Trained, classes: Sequence[str], recipe: str, counted: dict[str, Any]) -> dict[str, Any]:
+    """What the ``.json`` beside an exported file says, so that the file alone is used as its checkpoint
+    would be: its classes, input shape, task and output, and the data settings and fitted preprocessing
+    its rows need (``inference.load_artifact`` and an ONNX teacher read it).
+
+    Args:
+        trained: The checkpoint the file was exported from.
+        classes: The data's class names.
+        recipe: How the file was made (``onnx fp32``, ``onnx int8 (QDQ, per-channel)``, ...).
+        counted: The source network's ``cost.cost`` (parameters and FLOPs).
+    """
+    task = get_task(trained.hparams.get("task"))
+    return {"input_shape": list(trained.hparams["input_shape"]), "num_classes": trained.hparams["num_classes"],
+            "task": task.name, "classes": list(classes), "model": trained.hparams["model"],
+            "source": str(trained.path), "params": counted["params"], "flops": counted["flops"],
+            "data_module": trained.data_module or "images", "data": trained.data_hparams, "output": task.output_kind,
+            "format": recipe.split(" (")[0], "recipe": recipe}
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:

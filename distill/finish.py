@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from distill import run_dir as rundir
 from distill.checkpoint import load_trained
-from distill.inference import test_figures
+from distill.inference import test_figures, test_outputs
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
 
@@ -27,14 +28,20 @@ def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: Li
     return {k: float(v) for k, v in results[0].items()}
 
 
-def warn_if_teacher_guesses(spec: str, accuracy: float | None, num_classes: int) -> None:
-    """A teacher scoring near chance on the test rows almost always reads inputs unlike those it was trained
-    on (an ONNX file from another tool fed other preprocessing): said, since nothing else would say it."""
-    if accuracy is None or num_classes < 2 or accuracy > 1.5 / num_classes:
+NEAR_CHANCE = 0.05  # of the errors always answering the most common class makes, at most this share removed
+
+
+def warn_if_teacher_guesses(spec: str, accuracy: float, labels: Tensor) -> None:
+    """A teacher scoring hardly better than always answering the test rows' most common class almost always
+    reads inputs unlike those it was trained on (an ONNX file from another tool fed other preprocessing):
+    said, since nothing else would say it. Counted from the class rates, so an honest teacher on a
+    skewed or binary task is not taken for one that guesses."""
+    majority = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
+    if accuracy > majority + NEAR_CHANCE * (1 - majority):
         return
-    rank_zero_warn(f"teacher {spec} scores {100 * accuracy:.1f}% on the test set, near chance ({100 / num_classes:.1f}%): "
-                   "does it read the inputs as it was trained? (an ONNX teacher needs --data to prepare rows or "
-                   "images as its own training did)")
+    rank_zero_warn(f"teacher {spec} scores {100 * accuracy:.1f}% on the test set, near chance (always answering the "
+                   f"most common class scores {100 * majority:.1f}%): does it read the inputs as it was trained? "
+                   "(an ONNX teacher needs --data to prepare rows or images as its own training did)")
 
 
 def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule, stage: str,
@@ -82,8 +89,10 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         # several teachers too.
         device = trainer.strategy.root_device
         figure = module.task.headline  # teacher_test_acc, or teacher_test_r2
-        metrics[f"teacher_test_{figure}"] = test_figures(teacher, data, device)[f"test/{figure}"]
-        warn_if_teacher_guesses(teacher.spec, metrics.get("teacher_test_acc"), module.hparams.num_classes)
+        outputs, labels = test_outputs(teacher, data, device)
+        metrics[f"teacher_test_{figure}"] = module.task.test_figures(outputs, labels)[f"test/{figure}"]
+        if "teacher_test_acc" in metrics:
+            warn_if_teacher_guesses(teacher.spec, metrics["teacher_test_acc"], labels)
         if teacher.is_ensemble:
             metrics[f"teacher_member_test_{figure}"] = [test_figures(m, data, device)[f"test/{figure}"]
                                                         for m in teacher.member_classifiers()]

@@ -12,8 +12,11 @@ from typing import Any, BinaryIO
 from distill.errors import UsageError
 
 BEST, LAST, METRICS, CONFIG = "best.ckpt", "last.ckpt", "metrics.json", "config.yaml"
-FITTED = ("model.txt", "model.json", "model.onnx")  # a tree teacher's own file and its ONNX export
-OUTPUTS = (BEST, LAST, METRICS, CONFIG, *FITTED)
+# A tree teacher's own file (named by its library, so it is never taken for an ONNX file's description)
+# and its deployable ONNX file with that description beside it.
+NATIVE = {"lightgbm": "lightgbm.txt", "xgboost": "xgboost.json"}
+ONNX_FILE, ONNX_DESCRIPTION = "model.onnx", "model.json"
+OUTPUTS = (BEST, LAST, METRICS, CONFIG, *NATIVE.values(), ONNX_FILE, ONNX_DESCRIPTION)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

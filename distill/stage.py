@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,13 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from distill import cost
 from distill import run_dir as rundir
-from distill.checkpoint import load_checkpoint
+from distill.checkpoint import load_checkpoint, load_trained
 from distill.cli import DistillCLI
 from distill.data.interface import check_data
 from distill.errors import UsageError
+from distill.export import description, export_onnx
 from distill.finish import finish_stage
 from distill.lr_find import PLOT, find_lr
 from distill.modules import ClassifierSystem
@@ -103,9 +106,17 @@ def fit_trees(cli: DistillCLI, start: float) -> dict[str, Any]:
     found = module.fit_rows(data, cli.config.seed_everything or 0)
     train_seconds = time.perf_counter() - start
     trees = module.fitted_trees
-    native = run_dir / ("model.txt" if trees.library == "lightgbm" else "model.json")
+    native = run_dir / rundir.NATIVE[trees.library]
     rundir.atomic_write_bytes(native, trees.native_bytes())
-    rundir.atomic_write_bytes(run_dir / "model.onnx", trees.onnx_bytes())
-    rank_zero_info(f"{module.hparams.model}: {found['trees']} trees (early stopping on the validation rows); "
-                   f"{native.name} and model.onnx written")
-    return finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)
+    rank_zero_info(f"{module.hparams.model}: {found['trees']} trees (early stopping on the validation rows)")
+    metrics = finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)
+    # The deployable file, as compress writes it: log-probabilities or the value in the target's units, with the
+    # description that makes it a teacher, an evaluated or a predicting model on its own
+    trained = load_trained(run_dir / rundir.BEST)
+    export_onnx(trained.network, tuple(trained.hparams["input_shape"]), run_dir / rundir.ONNX_FILE)
+    counted = cost.cost(trained.network, tuple(trained.hparams["input_shape"]))
+    rundir.atomic_write_text(run_dir / rundir.ONNX_DESCRIPTION, json.dumps(
+        description(trained, data.class_names, "onnx fp32", counted), indent=2) + "\n")
+    print(f"written beside best.ckpt: {native.name} ({trees.library}'s own file), {rundir.ONNX_FILE} and "
+          f"{rundir.ONNX_DESCRIPTION} (its ONNX file and what it reads)")
+    return metrics

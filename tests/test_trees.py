@@ -58,8 +58,9 @@ def test_a_tree_teacher_is_fitted_saved_self_contained_and_teaches_a_network(tab
     assert metrics["model"] == library and 0 < metrics["trees"] <= 200 and metrics["steps"] == 0
     assert metrics[figure] > (0.8 if task == "classification" else 0.9)  # the tables are easy for trees
     assert metrics["onnx_max_difference"] < 1e-4
-    native = tmp_path / "t" / ("model.txt" if library == "lightgbm" else "model.json")
+    native = tmp_path / "t" / ("lightgbm.txt" if library == "lightgbm" else "xgboost.json")
     assert native.stat().st_size > 0 and (tmp_path / "t" / "model.onnx").stat().st_size > 0
+    assert json.loads((tmp_path / "t" / "model.json").read_text())["model"] == library  # the ONNX file's description
     assert f"model: {library}" in (tmp_path / "t" / "config.yaml").read_text()  # the run, replayable with --config
     # The checkpoint is tensors and plain values; rebuilt from it, the trees give the test figure again.
     checkpoint = load_checkpoint(tmp_path / "t" / "best.ckpt")
@@ -96,14 +97,18 @@ def test_compress_times_the_trees_in_their_library_and_as_onnx(tables, tmp_path)
     from distill.compress import compress
 
     assert teacher(tables, "classification", "lightgbm", tmp_path / "t") == 0
+    trees = json.loads((tmp_path / "t" / "metrics.json").read_text())
     path, target = tables["classification"]
+    # the student's rows are min-max scaled and ordinal, the trees' z-scored and one-hot: each reads its own
     assert main(["student", "--data", "tabular", "--data.path", str(path), "--data.target", target,
+                 "--data.scaling", "minmax", "--data.encoding", "ordinal",
                  "--model.model", "mlp_small", "--model.teacher", str(tmp_path / "t" / "best.ckpt"),
                  "--trainer.max_epochs", "2", *QUIET, "--run_dir", str(tmp_path / "s")]) == 0
     report = compress([tmp_path / "s" / "best.ckpt"], tmp_path / "t" / "best.ckpt", tmp_path / "c", latency_runs=5)
     rows = {r["name"]: r for r in report["artifacts"]}
     native, onnx = rows["teacher (lightgbm)"], rows["teacher (ONNX fp32)"]
     assert native["format"] == "lightgbm native" and native["acc"] == onnx["acc"]
+    assert native["acc"] == pytest.approx(trees["test/acc"], abs=1e-6)
     assert "teacher (ONNX int8)" not in rows  # thresholds are compared, not multiplied: nothing to quantize
     assert {"latency_ratio", "onnx_latency_ratio"} <= set(report["headline"])
 
@@ -146,19 +151,35 @@ def test_a_teacher_trained_on_another_split_of_the_same_table_is_refused(tables,
     assert code == 2 and "another split of this table (val_fraction: 0.1 there, 0.15 here)" in capsys.readouterr().err
 
 
-def test_the_written_onnx_file_teaches_and_is_evaluated_by_what_the_student_recorded(tables, tmp_path):
-    """model.onnx (no distill sidecar) as a teacher; distill.evaluate rebuilds it from the student's settings."""
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_written_onnx_file_teaches_and_is_evaluated_alone_or_by_what_the_student_recorded(tables, tmp_path, task):
+    """model.onnx with its description reads the student's rows as its own fit wrote them (here the student
+    min-max scales and codes categories as integers); the same file copied without it, as another framework's
+    file would come, is rebuilt by distill.evaluate from the settings the student recorded."""
+    import shutil
+
     from distill.evaluate import evaluate
 
-    assert teacher(tables, "classification", "lightgbm", tmp_path / "t") == 0
-    trees = json.loads((tmp_path / "t" / "metrics.json").read_text())
-    path, target = tables["classification"]
-    onnx = str(tmp_path / "t" / "model.onnx")
-    assert main(["student", "--data", "tabular", "--data.path", str(path), "--data.target", target,
-                 "--model.model", "mlp_small", "--model.teacher", onnx, "--trainer.max_epochs", "1", *QUIET,
-                 "--run_dir", str(tmp_path / "s")]) == 0
+    assert teacher(tables, task, "lightgbm", tmp_path / "t") == 0
+    figure = "acc" if task == "classification" else "r2"
+    trees = json.loads((tmp_path / "t" / "metrics.json").read_text())[f"test/{figure}"]
+    path, target = tables[task]
+    data = ["--data", "tabular", "--data.path", str(path), "--data.target", target]
+    onnx = tmp_path / "t" / "model.onnx"
+    assert main(["student", *data, "--data.scaling", "minmax", "--data.encoding", "ordinal", "--model.model",
+                 "mlp_small", "--model.teacher", str(onnx), "--trainer.max_epochs", "1", *QUIET,
+                 "--run_dir", str(tmp_path / "adapted")]) == 0
+    adapted = json.loads((tmp_path / "adapted" / "metrics.json").read_text())
+    assert adapted[f"teacher_test_{figure}"] == pytest.approx(trees, abs=1e-5)  # a value in units, not z-scores
+    report = evaluate(onnx, [tmp_path / "adapted" / "best.ckpt"], tmp_path / "ea", latency_runs=3)
+    assert report["models"][0][figure] == pytest.approx(trees, abs=1e-5)
+
+    foreign = tmp_path / "foreign.onnx"
+    shutil.copy(onnx, foreign)  # no description beside it
+    assert main(["student", *data, "--model.model", "mlp_small", "--model.teacher", str(foreign),
+                 "--trainer.max_epochs", "1", *QUIET, "--run_dir", str(tmp_path / "s")]) == 0
     student = json.loads((tmp_path / "s" / "metrics.json").read_text())
-    assert student["teacher_test_acc"] == pytest.approx(trees["test/acc"], abs=1e-6)
-    report = evaluate(tmp_path / "t" / "model.onnx", [tmp_path / "s" / "best.ckpt"], tmp_path / "e", latency_runs=3)
-    assert report["models"][0]["acc"] == pytest.approx(trees["test/acc"], abs=1e-6)
-    assert report["models"][0]["weights_bytes"] >= (tmp_path / "t" / "model.onnx").stat().st_size
+    assert student[f"teacher_test_{figure}"] == pytest.approx(trees, abs=1e-5)
+    report = evaluate(foreign, [tmp_path / "s" / "best.ckpt"], tmp_path / "e", latency_runs=3)
+    assert report["models"][0][figure] == pytest.approx(trees, abs=1e-5)
+    assert report["models"][0]["weights_bytes"] >= foreign.stat().st_size
