@@ -66,15 +66,41 @@ def one_line(message: str) -> str:
 
 def union_mismatch(message: str) -> str:
     """jsonargparse's several-hundred-character "does not validate against any of the Union subtypes"
-    as the flag, the value given and the types it may take."""
+    as the flag, the value given and the types it may take (or the choices, for a fixed set).
+
+    The innermost key is the one at fault: ``--data.batch_size abc`` is reported by jsonargparse as
+    the data module's union failing on a nested value.
+    """
     keys = re.findall(r'Parser key "([^"]+)"', message)
-    subtypes = re.findall(r"Subtypes: \[([^\]]*)\]", message)
-    given = re.search(r"Given value: (.*?)(?: - |$)", message, flags=re.S)
-    if not keys or not subtypes or given is None:
+    if not keys:
         return message
-    types = [re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", t.strip()).replace("NoneType", "null")
-             for t in subtypes[-1].split(",")]
-    return f"--{'.'.join(keys)}: {given.group(1).strip()!r} is not of type {' or '.join(types)}"
+    innermost = message[message.rindex('Parser key "'):]
+    refused = re.search(r"given class_path '([\w.]+)':\s*Option '([^']+)' is not accepted", innermost)
+    if refused:  # a setting the chosen class does not have (--model.method.beta with kd)
+        return f"--{'.'.join(keys)}.{refused.group(2)}: {refused.group(1)} takes no option {refused.group(2)!r}"
+    subtypes = re.search(r"Subtypes: \[(.*?)\]\n", innermost)
+    expected = re.search(r"Expected a (.+?)\. Got value: (.*)", innermost)
+    given = re.search(r"Given value: (.*?)(?: - |$)", message, flags=re.S)
+    if subtypes is not None and given is not None:
+        types, value = _types(subtypes.group(1)), given.group(1).strip()
+    elif expected is not None:
+        types, value = _types(expected.group(1)), expected.group(2).strip()
+    else:
+        return message
+    nested = re.fullmatch(r"NestedArg\(key='[^']*', val=(.*)\)", value)
+    if nested:
+        value = nested.group(1).strip("'\"")
+    choices = [c for t in types if t.startswith("Literal[") for c in re.findall(r"'([^']*)'", t)]
+    if choices:
+        return f"--{'.'.join(keys)}: {value!r}; valid: {', '.join(choices)}"
+    return f"--{'.'.join(keys)}: {value!r} is not of type {' or '.join(types)}"
+
+
+def _types(listed: str) -> list[str]:
+    """``<class 'int'>, typing.Literal['a', 'b'], <class 'NoneType'>`` -> ``int``, ``Literal['a', 'b']``, ``null``."""
+    found = re.findall(r"typing\.Literal\[[^\]]*\]|<class '[^']*'>|[\w.]+(?:\[[^\]]*\])?", listed)
+    return [re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", t).replace("typing.", "").replace("NoneType", "null")
+            for t in found]
 
 
 class Stopped(BaseException):

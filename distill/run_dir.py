@@ -101,8 +101,9 @@ def check_output_file(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {ancestor} is not writable")
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool, resumable: bool = True) -> None:
     """Refuses to start over a previous run unless asked; with ``overwrite`` clears its outputs.
+    ``resumable``: whether the run's stage can be resumed (a tree ensemble, fitted in one pass, cannot).
 
     Raises:
         UsageError: ``run_dir`` holds checkpoints or metrics and neither overwrite nor resume was asked.
@@ -112,7 +113,8 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         return
     if not overwrite:
         state = "a finished run" if METRICS in existing else "an unfinished run"
+        resuming = ", --ckpt_path last to resume it," if resumable else ""
         raise UsageError(f"{run_dir} already holds {state} ({', '.join(existing)}); pass --overwrite true to "
-                         f"replace it, --ckpt_path last to resume it, or --run_dir DIR for a new one")
+                         f"replace it{resuming} or --run_dir DIR for a new one")
     for name in OUTPUTS:
         (run_dir / name).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -19,6 +20,8 @@ from distill.errors import UsageError
 from distill.export import description, export_onnx
 from distill.finish import finish_stage
 from distill.lr_find import PLOT, find_lr
+from distill.models import create_model, list_models
+from distill.models.trees import LIBRARIES
 from distill.modules import ClassifierSystem
 
 
@@ -59,10 +62,43 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path, module: ClassifierSyste
     return str(path)
 
 
+def check_network_reads(module: ClassifierSystem, input_shape: tuple[int, ...]) -> None:
+    """A network that cannot take the data's inputs (an image network given table rows) is one line before
+    training, naming the registered architectures that can, rather than a traceback from its first step."""
+    if module.fitted_trees is not None:
+        return  # fitted on the rows themselves; it reads whatever width they have
+    network, probe = module.model, torch.zeros(2, *input_shape)
+    training = network.training
+    try:
+        with torch.no_grad():
+            network.eval()(probe)
+    except UsageError:
+        raise
+    except Exception as err:  # whatever the layer that refuses the shape raises
+        readers = [name for name in list_models() if reads(name, input_shape)]
+        fitted = f" (or a tree teacher: {', '.join(LIBRARIES)})" if len(input_shape) == 1 else ""
+        raise UsageError(f"--model.model {module.hparams.model} cannot read this data's inputs of shape "
+                         f"{tuple(input_shape)} ({str(err).splitlines()[0][:120]}); these can: "
+                         f"{', '.join(readers) or 'none registered'}{fitted}") from None
+    finally:
+        network.train(training)
+
+
+def reads(name: str, input_shape: tuple[int, ...]) -> bool:
+    """Whether the registered architecture ``name`` takes inputs of ``input_shape``."""
+    try:
+        with torch.no_grad():
+            create_model(name, num_classes=2, in_channels=input_shape[0]).eval()(torch.zeros(2, *input_shape))
+        return True
+    except Exception:  # noqa: BLE001 (any refusal means no; an unfitted tree ensemble too)
+        return False
+
+
 def run_stage(cli: DistillCLI) -> dict[str, Any]:
     """Fits, tests the best and last checkpoints, writes metrics.json; returns the metrics."""
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     check_data(data)
+    check_network_reads(module, tuple(data.input_shape))
     run_dir = Path(cli.config.run_dir)
     if module.fitted_trees is not None and (cli.config.lr_find or cli.config.ckpt_path):
         raise UsageError(f"{module.hparams.model} is fitted in one pass, not trained by gradient steps: it has no "
@@ -73,7 +109,8 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "
               f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
         return {"lr_suggestion": suggestion}
-    rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None)
+    rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None,
+                           resumable=module.fitted_trees is None)
     if trainer.is_global_zero:
         rundir.atomic_write_text(run_dir / rundir.CONFIG, cli.parser.dump(cli.config))
     if module.fitted_trees is not None:  # fitted on all rows at once: no epochs, no optimizer steps
@@ -108,7 +145,8 @@ def fit_trees(cli: DistillCLI, start: float) -> dict[str, Any]:
     trees = module.fitted_trees
     native = run_dir / rundir.NATIVE[trees.library]
     rundir.atomic_write_bytes(native, trees.native_bytes())
-    rank_zero_info(f"{module.hparams.model}: {found['trees']} trees (early stopping on the validation rows)")
+    rank_zero_info(f"{module.hparams.model}: {found['boosting_rounds']} boosting rounds, {found['trees']} trees "
+                   "(early stopping on the validation rows)")
     metrics = finish_stage(trainer, module, data, cli.stage, run_dir, cli.config.seed_everything, train_seconds)
     # The deployable file, as compress writes it: log-probabilities or the value in the target's units, with the
     # description that makes it a teacher, an evaluated or a predicting model on its own

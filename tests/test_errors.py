@@ -3,6 +3,8 @@
 import os
 import signal
 
+import pytest
+
 from distill.errors import UsageError, exit_code, one_line
 
 
@@ -44,3 +46,18 @@ def test_a_value_of_the_wrong_type_names_the_flag_not_every_type_tried(capsys):
     assert main(["teacher", "--data", "tabular", "--data.dataset", "penguins", "--data.n_components", "abc"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "error: --data.n_components: 'abc' is not of type float or null"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--data", "tabular", "--data.dataset", "penguins", "--data.augment", "foo"],
+     "--data.augment: 'foo'; valid: none, munge, gaussian"),
+    (["--lr_find", "true"], "--lr_find: 'true'; valid: show, apply"),
+    (["--data.batch_size", "abc"], "--data.batch_size: 'abc' is not of type int"),  # nested in the data's union
+    (["--data", "tabular", "--data.dataset", "penguins", "--data.scaling", "zz"],
+     "--data.scaling: 'zz'; valid: zscore, minmax, none"),
+])
+def test_a_value_outside_a_flags_choices_names_the_flag_and_its_choices(argv, said, capsys):
+    from distill.train import main
+
+    assert main(["teacher", *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {said}"

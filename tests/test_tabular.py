@@ -4,6 +4,7 @@ values, and both stages through the real CLI on a small CSV."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -131,6 +132,11 @@ def test_row_identifiers_are_named_and_tables_too_small_to_split_are_refused(tmp
     (tmp_path / "ids.csv").write_text(table_text(["id", "x", "label"], rows))
     with pytest.warns(UserWarning, match=r"column 'id' takes a different value on every one of the 40 rows"):
         TabularDataModule(path=str(tmp_path / "ids.csv"), target="label")
+    # pandas' to_csv writes its index under an empty name: the hint given is one the flag takes
+    (tmp_path / "index.csv").write_text(table_text(["", "x", "label"], [[str(i), *row[1:]] for i, row in enumerate(rows)]))
+    with pytest.warns(UserWarning, match=re.escape("""--data.drop '[""]' leaves it out""")):
+        TabularDataModule(path=str(tmp_path / "index.csv"), target="label")
+    assert TabularDataModule(path=str(tmp_path / "index.csv"), target="label", drop=[""]).numeric_columns == ["x"]
     (tmp_path / "three.csv").write_text(table_text(["x", "label"], [["1", "a"], ["2", "b"], ["3", "a"]]))
     with pytest.raises(UsageError, match="has 3 rows with a target: 2 for test and 0 for validation leave 1 to train on"):
         TabularDataModule(path=str(tmp_path / "three.csv"), target="label", test_fraction=0.5)

@@ -55,7 +55,8 @@ def test_a_tree_teacher_is_fitted_saved_self_contained_and_teaches_a_network(tab
     assert teacher(tables, task, library, tmp_path / "t") == 0
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     figure = "test/acc" if task == "classification" else "test/r2"
-    assert metrics["model"] == library and 0 < metrics["trees"] <= 200 and metrics["steps"] == 0
+    assert metrics["model"] == library and 0 < metrics["boosting_rounds"] <= 200 and metrics["steps"] == 0
+    assert metrics["trees"] == metrics["boosting_rounds"] * (3 if task == "classification" else 1)  # a tree per class
     assert metrics[figure] > (0.8 if task == "classification" else 0.9)  # the tables are easy for trees
     assert metrics["onnx_max_difference"] < 1e-4
     native = tmp_path / "t" / ("lightgbm.txt" if library == "lightgbm" else "xgboost.json")
@@ -128,14 +129,22 @@ def test_trees_are_refused_where_they_cannot_go(tables, tmp_path, capsys):
                                              "--data.val_fraction", "0"))
     assert "nothing to resume" in said(teacher(tables, "classification", "lightgbm", tmp_path / "r",
                                                "--ckpt_path", "last"))
+    assert teacher(tables, "classification", "lightgbm", tmp_path / "again") == 0
+    again = said(teacher(tables, "classification", "lightgbm", tmp_path / "again"))  # fitted in one pass: no resume
+    assert "pass --overwrite true to replace it or --run_dir DIR" in again and "ckpt_path" not in again
     with pytest.raises(UsageError, match="fits table rows"):  # images
         TeacherModule(model="lightgbm", num_classes=3, input_shape=(1, 8, 8)).fit_rows(object(), seed=0)
     assert "could not fit these rows with these settings" in said(teacher(
         tables, "classification", "lightgbm", tmp_path / "lr", "--model.model_kwargs", "{learning_rate: -1}"))
     rows = np.zeros((6, 4), dtype=np.float32)
-    with pytest.raises(UsageError, match="class 2 \\(of 3\\) has none"):  # its probabilities would lack a column
+    with pytest.raises(UsageError, match="class 'emu' \\(of 3\\) has none"):  # its probabilities would lack a column
         create_model("lightgbm", num_classes=3, in_channels=4).fit((rows, np.array([0, 1] * 3)),
-                                                                   (rows, np.array([0, 1] * 3)), 0, 1)
+                                                                   (rows, np.array([0, 1] * 3)), 0, 1,
+                                                                   ["cat", "dog", "emu"])
+    few = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    with pytest.warns(UserWarning, match="found no split worth making in these 30 training rows"):
+        create_model("lightgbm", num_classes=2, in_channels=4).fit((few, np.arange(30) % 2), (few, np.arange(30) % 2),
+                                                                   0, 1)
     unfitted = create_model("lightgbm", num_classes=3, in_channels=4)
     with pytest.raises(UsageError, match="not fitted"):
         unfitted(torch.zeros(2, 4))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +207,11 @@ def identifiers(header: list[str], rows: list[list[str]], columns: list[str]) ->
     return found
 
 
+# The --data settings each way of making synthetic rows reads
+AUGMENT_SETTINGS = {"munge": ("augment_factor", "augment_swap", "augment_spread"),
+                    "gaussian": ("augment_factor", "augment_noise")}
+
+
 class TabularDataModule(LightningDataModule):
     """Rows of a CSV table for classification or regression, preprocessed as the training rows say.
 
@@ -294,6 +301,15 @@ class TabularDataModule(LightningDataModule):
             raise UsageError(f"--data.augment {augment!r}; valid: none, {', '.join(MAKERS)}")
         if augment_factor < 1:
             raise UsageError(f"--data.augment_factor must be >= 1, got {augment_factor}")
+        defaults = inspect.signature(TabularDataModule.__init__).parameters
+        set_here = {name: value for name, value in (("augment_factor", augment_factor), ("augment_swap", augment_swap),
+                                                     ("augment_spread", augment_spread), ("augment_noise", augment_noise))
+                    if value != defaults[name].default}
+        unused = [name for name in set_here if name not in AUGMENT_SETTINGS.get(augment, ())]
+        if unused:  # a setting with no effect would let a run claim what it did not do
+            users = [maker for maker, names in AUGMENT_SETTINGS.items() if unused[0] in names]
+            raise UsageError(f"--data.{unused[0]} {set_here[unused[0]]} has no effect with --data.augment {augment}; "
+                             f"it sets --data.augment {' or '.join(users)}")
         if dataset:
             header, rows, shipped_target, self.file = shipped_table(dataset)
             lines = list(range(2, len(rows) + 2))
@@ -362,7 +378,7 @@ class TabularDataModule(LightningDataModule):
         self.numeric_columns, self.categorical_columns = list(numeric), list(categorical)
         for column in identifiers(header, rows, [*self.numeric_columns, *self.categorical_columns]):
             rank_zero_warn(f"column {column!r} takes a different value on every one of the {len(rows)} rows, like "
-                           f"an ID or a saved index: it is used as a feature; --data.drop '[{column}]' leaves it out")
+                           f"an ID or a saved index: it is used as a feature; --data.drop '{json.dumps([column])}' leaves it out")
 
     def parse_rows(self, header: list[str], rows: list[list[str]], lines: list[int] | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ fitted on (the task's ``TargetScale`` puts them back in the target's units, as f
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,11 +124,14 @@ class GradientBoostedTrees(nn.Module):
 
     # -- fitting -------------------------------------------------------------------------------------------------------
     def fit(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], seed: int,
-            threads: int) -> dict[str, Any]:
+            threads: int, classes: Sequence[str] = ()) -> dict[str, Any]:
         """Fits on ``train`` rows (N, F) float32 and targets (N,) (class codes, or z-scored values), stopping on ``val``.
 
+        ``classes`` names the class codes in messages.
+
         Returns:
-            What the fit found: trees kept, the validation loss at the best iteration.
+            What the fit found: boosting rounds and trees kept (a round grows one tree per class when
+            there are more than two), the largest difference of the ONNX graph from the library.
 
         Raises:
             UsageError: a missing library, or an ONNX export that disagrees with the library's own predictions.
@@ -137,12 +140,13 @@ class GradientBoostedTrees(nn.Module):
         if self.num_outputs > 1:  # the library numbers the classes it sees: each must have training rows
             missing = sorted(set(range(self.num_outputs)) - set(np.unique(train[1]).tolist()))
             if missing:
-                raise UsageError(f"{self.library} needs training rows of every class; class {missing[0]} (of "
+                name = f"class {classes[missing[0]]!r}" if len(classes) == self.num_outputs else f"class {missing[0]}"
+                raise UsageError(f"{self.library} needs training rows of every class; {name} (of "
                                  f"{self.num_outputs}) has none: more rows, or another --data.split_seed")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the libraries' deprecation chatter about their own arguments
             try:
-                native, onnx, trees = fit(self, train, val, seed, threads)
+                native, onnx, rounds = fit(self, train, val, seed, threads)
             except (ValueError, TypeError, *_library_errors(self.library)) as err:  # settings or rows it refuses
                 if isinstance(err, UsageError):
                     raise
@@ -155,7 +159,14 @@ class GradientBoostedTrees(nn.Module):
         if difference > AGREEMENT_TOLERANCE:
             raise UsageError(f"the ONNX export of the {self.library} model differs from {self.library}'s own "
                              f"predictions by up to {difference:.2g} on the validation rows; not kept")
-        return {"trees": trees, "onnx_max_difference": float(difference)}
+        answers = self._run(train[0].astype(np.float32))  # (N, K) or (N,)
+        if len(answers) and float(np.ptp(answers, axis=0).max()) == 0.0:
+            setting = "min_child_samples" if self.library == "lightgbm" else "min_child_weight"
+            warnings.warn(f"{self.library} found no split worth making in these {len(train[0])} training rows: it "
+                          f"answers the same for every row; give it more rows or a lower {setting} "
+                          f"(--model.model_kwargs '{{{setting}: ...}}')", UserWarning, stacklevel=2)
+        trees = rounds * (self.num_outputs if self.num_outputs > 2 else 1)
+        return {"boosting_rounds": rounds, "trees": trees, "onnx_max_difference": float(difference)}
 
     def export_difference(self, rows: np.ndarray) -> float:
         """Largest absolute difference between the ONNX graph's and the library's outputs on ``rows``."""

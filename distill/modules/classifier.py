@@ -235,7 +235,7 @@ class ClassifierSystem(LightningModule):
                              "--data.val_fraction above 0")
         train_y, val_y = self.task.learned(train_y, self.model), self.task.learned(val_y, self.model)
         self.fit_report = trees.fit((train_x.numpy(), train_y.numpy()), (val_x.numpy(), val_y.numpy()), seed,
-                                    torch.get_num_threads())
+                                    torch.get_num_threads(), list(getattr(data, "class_names", ()) or ()))
         return self.fit_report
 
     @property

@@ -111,7 +111,7 @@ class Regression(Task):
         return {"mse": entry["mse"] / base["mse"]}
 
     def kept_text(self, ratios: dict[str, Any]) -> tuple[str, str]:
-        return "test MSE", f"{ratios['mse']:.2f}"
+        return "test MSE ratio", f"{ratios['mse']:.2f}x"  # the student's MSE over the teacher's
 
     def report_row(self, entry: dict[str, Any]) -> list[str]:
         to_teacher = entry.get("mse_to_teacher")
