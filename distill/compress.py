@@ -23,14 +23,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from distill import cost
+from distill import cost, metrics
 from distill.checkpoint import Trained, load_trained, rebuild_data
 from distill.errors import OneLineParser, UsageError, exit_code
 from distill.evaluate import check_same_task, name_models, reading_rows
 from distill.export import (OnnxClassifier, convert_fp16, description, export_onnx, file_bytes, quantize_int8,
                            verify_onnx)
 from distill.models.quantized import quantized_graph
-from distill.models.trees import fitted_trees_in
+from distill.models.trees import LIBRARIES, fitted_trees_in
 from distill.runtime import (BATCHES, BestOf, array_round, empty_graph_round, interleaved, onnx_round, open_session,
                              session_choices, thread_choices, torch_round)
 from distill.inference import test_outputs
@@ -283,8 +283,8 @@ def source_name(rows: list[dict[str, Any]], role: str) -> str:
 
 
 def trees_teacher(rows: list[dict[str, Any]]) -> bool:
-    """Whether the teacher is a tree ensemble (its first artifact is its library's own prediction)."""
-    return any(r["role"] == "teacher" and r["format"].endswith(" native") for r in rows)
+    """Whether the teacher is a tree ensemble (timed in its library and as its ONNX file)."""
+    return any(r["role"] == "teacher" and r["model"] in LIBRARIES for r in rows)
 
 
 def check_agreement(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], task: Task) -> None:
@@ -299,7 +299,7 @@ def check_agreement(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tenso
         if kind is None or not task.has_classes:
             continue
         network = logits_of[source_name(rows, row["role"])]
-        agreement = float((logits_of[row["name"]].argmax(1) == network.argmax(1)).float().mean())
+        agreement = metrics.agreement(logits_of[row["name"]], network)
         row["parity"] = {"top1_agreement": agreement}
         if agreement < MIN_AGREEMENT[kind]:
             cause = ("on an x86 CPU without VNNI train with --model.reduce_range true" if kind == QAD_FORMAT else

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from distill import metrics
 from distill.errors import UsageError
 from distill.models.trees import fitted_trees_in
 from distill.run_dir import atomic_write
@@ -134,7 +135,7 @@ def verify_onnx(onnx_model: OnnxClassifier, model: nn.Module, inputs: Tensor, at
     got = onnx_model(inputs)
     max_diff = float((expected - got).abs().max())
     allowed = atol + rtol * float(expected.abs().max())
-    agreement = float((expected.argmax(1) == got.argmax(1)).float().mean())
+    agreement = metrics.agreement(expected, got)
     if max_diff > allowed or agreement < 1.0:
         raise UsageError(f"{onnx_model.path} does not match PyTorch: max output difference {max_diff:.2e} "
                          f"(allowed {allowed:.1e}), top-1 agreement {100 * agreement:.2f}%")

@@ -62,6 +62,18 @@ def require(module: str) -> Any:
         raise UsageError(f"{module} is not installed; install the compression extra: pip install -e \".[compress]\"") from None
 
 
+# Node attributes holding a graph's numbers outside its initializers: tree ensembles' split thresholds and leaf
+# values, linear models' coefficients (ONNX-ML operators)
+ATTRIBUTE_VALUES = ("nodes_values", "target_weights", "class_weights", "coefficients", "intercepts")
+
+
+def graph_values(model_bytes: bytes) -> int:
+    """Numbers an ONNX graph holds: its initializers' elements and its ONNX-ML operators' stored values."""
+    graph = require("onnx").load_from_string(model_bytes).graph
+    return sum(int(np.prod(t.dims)) for t in graph.initializer) + sum(
+        len(a.floats) for node in graph.node for a in node.attribute if a.name in ATTRIBUTE_VALUES)
+
+
 def open_session(path: Path, options: SessionOptions) -> Any:
     """An onnxruntime CPU session: sequential execution, one inter-op thread, ``options``' threads and level."""
     ort = require("onnxruntime")

@@ -167,16 +167,24 @@ def output_width(state: dict[str, Any], numeric_columns: int) -> int:
     return width
 
 
+def encoded_layout(state: dict[str, Any], numeric: list[str], categorical: list[str]) -> dict[str, Any]:
+    """Where each part of an encoded row (before any reduction) lies: ``indicators`` maps each numeric
+    column with a missing-value indicator to the indicator's index; ``blocks`` is (first column, width)
+    of each categorical column's one-hot group or ordinal code, in ``categorical``'s order."""
+    indicators = list(state.get("indicator_columns") or [])
+    start = len(numeric) + len(indicators)
+    blocks = []
+    for categories in (state.get("categories") or [])[:len(categorical)]:
+        width = len(categories) if state["encoding"] == "onehot" else 1
+        blocks.append((start, width))
+        start += width
+    return {"indicators": {numeric[i]: len(numeric) + k for k, i in enumerate(indicators)}, "blocks": blocks}
+
+
 def nominal_blocks(state: dict[str, Any], numeric: list[str], categorical: list[str]) -> list[tuple[int, int]]:
     """(first column, width) of each block of an encoded row that holds a category, not a number: every
     missing-value indicator, every one-hot group or ordinal code. None after a reduction (all numbers then)."""
     if state["reduction"] != "none":
         return []
-    indicators = len(state.get("indicator_columns") or [])
-    blocks = [(len(numeric) + k, 1) for k in range(indicators)]
-    start = len(numeric) + indicators
-    for categories in (state.get("categories") or [])[:len(categorical)]:
-        width = len(categories) if state["encoding"] == "onehot" else 1
-        blocks.append((start, width))
-        start += width
-    return blocks
+    layout = encoded_layout(state, numeric, categorical)
+    return [(index, 1) for index in layout["indicators"].values()] + layout["blocks"]

@@ -23,19 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.data.preprocess import encoded_layout
 from distill.errors import UsageError
-
-
-def _layout(fitted: dict[str, Any], numeric: list[str], categorical: list[str]) -> dict[str, Any]:
-    """Where each part of an encoded row lies: numeric columns, indicators, each categorical block."""
-    indicators = list(fitted.get("indicator_columns") or [])
-    start = len(numeric) + len(indicators)
-    blocks = []
-    for categories in fitted.get("categories") or []:
-        width = len(categories) if fitted["encoding"] == "onehot" else 1
-        blocks.append((start, width))
-        start += width
-    return {"indicators": {numeric[i]: len(numeric) + k for k, i in enumerate(indicators)}, "blocks": blocks}
 
 
 def _scaling(fitted: dict[str, Any], width: int) -> tuple[list[float], list[float]]:
@@ -73,7 +62,8 @@ class RowView(nn.Module):
             [c for c in own_numeric if c in categorical] + [c for c in own_categorical if c in numeric]
         if absent:
             raise UsageError(f"it reads column {absent[0]!r}, which the rows here do not carry as it did")
-        given_layout, own_layout = _layout(given, numeric, categorical), _layout(own, own_numeric, own_categorical)
+        given_layout = encoded_layout(given, numeric, categorical)
+        own_layout = encoded_layout(own, own_numeric, own_categorical)
         self.numeric_index = [numeric.index(c) for c in own_numeric]
         shift, divisor = _scaling(given, len(numeric))
         own_shift, own_divisor = _scaling(own, len(own_numeric))

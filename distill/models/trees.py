@@ -72,13 +72,9 @@ class GradientBoostedTrees(nn.Module):
     @property
     def stored_values(self) -> int:
         """Numbers the ensemble holds outside parameters: one per split threshold and leaf value."""
-        if not self.fitted:
-            return 0
-        onnx = _require("onnx")
-        graph = onnx.load_from_string(self.onnx_bytes()).graph
-        return sum(int(np.prod(t.dims)) for t in graph.initializer) + sum(
-            len(a.floats) for node in graph.node for a in node.attribute
-            if a.name in ("nodes_values", "target_weights", "class_weights"))
+        from distill.runtime import graph_values
+
+        return graph_values(self.onnx_bytes()) if self.fitted else 0
 
     def onnx_bytes(self) -> bytes:
         """The ONNX graph: input ``input`` (B, F) float, last output the probabilities or the value."""

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import UsageError
-from distill.runtime import require
+from distill.runtime import graph_values, require
 
 SCORES = ("auto", "logits", "probabilities")
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
@@ -91,14 +91,7 @@ class OnnxTeacher(nn.Module):
     @property
     def stored_values(self) -> int:
         """Numbers the graph holds: its weights, and for tree ensembles one per split or leaf value."""
-        onnx = require("onnx")
-        graph = onnx.load(str(self.path)).graph
-        count = sum(int(np.prod(t.dims)) for t in graph.initializer)
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.name in ("nodes_values", "target_weights", "class_weights", "coefficients", "intercepts"):
-                    count += len(attribute.floats)
-        return count
+        return graph_values(self.path.read_bytes())
 
     @property
     def stored_bytes(self) -> int:
