@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -101,20 +103,38 @@ def check_output_file(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {ancestor} is not writable")
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool, resumable: bool = True) -> None:
-    """Refuses to start over a previous run unless asked; with ``overwrite`` clears its outputs.
-    ``resumable``: whether the run's stage can be resumed (a tree ensemble, fitted in one pass, cannot).
+@contextmanager
+def replacing(run_dir: Path, overwrite: bool, resume: bool, resumable: bool = True) -> Iterator[bool]:
+    """Around a stage: refuses to start over a previous run unless asked; with ``overwrite`` moves its
+    outputs aside, puts them back if this run does not finish (an error, Ctrl-C) and removes them once
+    it has. ``resumable``: whether the stage can be resumed (a tree ensemble, fitted in one pass, cannot).
+    Yields whether an earlier run is being replaced.
+
+    A run killed outright leaves the earlier outputs in ``run_dir/.previous-*``.
 
     Raises:
         UsageError: ``run_dir`` holds checkpoints or metrics and neither overwrite nor resume was asked.
     """
     existing = [name for name in (BEST, LAST, METRICS) if (run_dir / name).exists()]
     if not existing or resume:
+        yield False
         return
     if not overwrite:
         state = "a finished run" if METRICS in existing else "an unfinished run"
         resuming = ", --ckpt_path last to resume it," if resumable else ""
         raise UsageError(f"{run_dir} already holds {state} ({', '.join(existing)}); pass --overwrite true to "
                          f"replace it{resuming} or --run_dir DIR for a new one")
+    aside = Path(tempfile.mkdtemp(prefix=".previous-", dir=run_dir))
     for name in OUTPUTS:
-        (run_dir / name).unlink(missing_ok=True)
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, aside / name)
+    try:
+        yield True
+    except BaseException:
+        for name in OUTPUTS:  # this run's partial outputs give way to the finished run they were to replace
+            (run_dir / name).unlink(missing_ok=True)
+        for kept in aside.iterdir():
+            os.replace(kept, run_dir / kept.name)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

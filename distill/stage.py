@@ -109,8 +109,16 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
         print(f"suggested learning rate: {suggestion:.3g} (plot: {run_dir / PLOT}); "
               f"train with it: --model.lr {suggestion:.3g}, or --lr_find apply")
         return {"lr_suggestion": suggestion}
-    rundir.prepare_run_dir(run_dir, overwrite=cli.config.overwrite, resume=resume is not None,
-                           resumable=module.fitted_trees is None)
+    with rundir.replacing(run_dir, overwrite=cli.config.overwrite, resume=resume is not None,
+                          resumable=module.fitted_trees is None) as replacing:
+        return run_in_dir(cli, resume, replacing)
+
+
+def run_in_dir(cli: DistillCLI, resume: str | None, replacing: bool) -> dict[str, Any]:
+    """The stage inside its run directory: config.yaml, the fit (or the trees'), then ``finish_stage``.
+    ``replacing``: an earlier run's outputs were moved aside, and come back if this one does not finish."""
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    run_dir = Path(cli.config.run_dir)
     if trainer.is_global_zero:
         rundir.atomic_write_text(run_dir / rundir.CONFIG, cli.parser.dump(cli.config))
     if module.fitted_trees is not None:  # fitted on all rows at once: no epochs, no optimizer steps
@@ -123,6 +131,9 @@ def run_stage(cli: DistillCLI) -> dict[str, Any]:
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     train_seconds = time.perf_counter() - start
     if trainer.interrupted:
+        if replacing:
+            raise UsageError(f"training was interrupted; the run it was replacing is back in {run_dir} "
+                             "(--overwrite true starts over)")
         raise UsageError("training was interrupted; resume it with --ckpt_path last")
     if trainer.global_step == 0:
         batches = trainer.num_training_batches

@@ -194,8 +194,14 @@ def test_finished_run_is_not_overwritten_without_asking(teacher_run, tmp_path, c
     assert main(args) == 2
     assert "already holds a finished run" in capsys.readouterr().err
     assert ((run_dir / "metrics.json").read_bytes(), (run_dir / "best.ckpt").read_bytes()) == before
+    # a replacement that fails puts the finished run back as it was, its config.yaml too
+    config = (run_dir / "config.yaml").read_bytes()
+    assert main([*args, "--overwrite", "true", "--trainer.limit_train_batches", "0"]) == 2
+    assert "took no optimizer step" in capsys.readouterr().err
+    assert ((run_dir / "metrics.json").read_bytes(), (run_dir / "best.ckpt").read_bytes()) == before
+    assert (run_dir / "config.yaml").read_bytes() == config and not list(run_dir.glob(".previous-*"))
     assert main([*args, "--overwrite", "true"]) == 0
-    assert not (run_dir / "best-v1.ckpt").exists()
+    assert not (run_dir / "best-v1.ckpt").exists() and not list(run_dir.glob(".previous-*"))
 
 
 def test_resume_from_last_continues_to_the_new_end(tmp_path):

@@ -425,6 +425,8 @@ class TabularDataModule(LightningDataModule):
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.hparams.split_seed)).numpy()
         test, val, train = np.sort(order[:n_test]), np.sort(order[n_test:n_test + n_val]), np.sort(order[n_test + n_val:])
         numeric, categorical = self.parse_rows(header, rows, lines)
+        # every number each column holds, in raw units: rows re-encoded for another fit are given back these exactly
+        self.numeric_values = [torch.from_numpy(np.unique(column[~np.isnan(column)])) for column in numeric.T]
         self.gaps = frozenset([c for j, c in enumerate(self.numeric_columns) if np.isnan(numeric[:, j]).any()] +
                               [c for j, c in enumerate(self.categorical_columns) if (categorical[:, j] == None).any()])  # noqa: E711
         # The training array that batch indices point into: training rows, then validation rows.

@@ -16,7 +16,8 @@ written it, provided that
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +26,11 @@ from torch import Tensor, nn
 
 from distill.data.preprocess import encoded_layout
 from distill.errors import UsageError
+
+
+# How far a number turned back from a float32 row may lie from the value it was written from, relative to its
+# distance from the scaling's centre: float32 keeps 24 bits (2**-24), with room for the two float64 steps.
+ROUNDING = 2.0 ** -22
 
 
 def _scaling(fitted: dict[str, Any], width: int) -> tuple[list[float], list[float]]:
@@ -45,13 +51,19 @@ class RowView(nn.Module):
         given: The fitted preprocessing of the rows it is given.
         given_schema: Their feature columns.
         gaps: Columns with a missing cell somewhere in the data the rows come from.
+        known_values: Per numeric column of the given rows, the sorted distinct values (raw units,
+            float64) the table holds; a number turned back within float32 rounding of one of them is
+            that value exactly. The rows are float32, so undoing their scaling lands a rounding away
+            from the value read from the file: a tree's split at 0 or at a filled gap's value would
+            otherwise send the row the other way.
 
     Raises:
         UsageError: the rows cannot be turned into the network's own (the module docstring's conditions).
     """
 
     def __init__(self, network: nn.Module, own: dict[str, Any], own_schema: dict[str, list[str]],
-                 given: dict[str, Any], given_schema: dict[str, list[str]], gaps: Collection[str]) -> None:
+                 given: dict[str, Any], given_schema: dict[str, list[str]], gaps: Collection[str],
+                 known_values: Sequence[Tensor] | None = None) -> None:
         super().__init__()
         self.network = network
         if given["reduction"] != "none":
@@ -65,6 +77,13 @@ class RowView(nn.Module):
         given_layout = encoded_layout(given, numeric, categorical)
         own_layout = encoded_layout(own, own_numeric, own_categorical)
         self.numeric_index = [numeric.index(c) for c in own_numeric]
+        # per own numeric column: the values it can be snapped to (its gap fill among them), or none
+        fills = [float(f) for f in given.get("numeric_fill") or [float("nan")] * len(numeric)]
+        self.known = [None if known_values is None else
+                      torch.unique(torch.cat([known_values[j].to(torch.float64),
+                                              torch.tensor([fills[j]] if math.isfinite(fills[j]) else [],
+                                                           dtype=torch.float64)]))
+                      for j in self.numeric_index]
         shift, divisor = _scaling(given, len(numeric))
         own_shift, own_divisor = _scaling(own, len(own_numeric))
         gap_fill: list[tuple[int, int, float]] = []  # (own column, student's indicator, own fill)
@@ -108,7 +127,8 @@ class RowView(nn.Module):
         self.register_buffer("reduction_matrix", torch.tensor(own["reduction_matrix"], dtype=f64) if reduced
                              else None, persistent=False)
         self.summary = (f"rows re-encoded: scaling {given['scaling']}->{own['scaling']}, encoding "
-                        f"{given['encoding']}->{own['encoding']}, reduction none->{own['reduction']}")
+                        f"{given['encoding']}->{own['encoding']}, reduction none->{own['reduction']}"
+                        f"{', numbers exact to the table' if known_values is not None else ''}")
 
     def describe(self) -> str:
         """What it changes, for cache keys and reports (the fitted values are in the data's fingerprint)."""
@@ -117,7 +137,7 @@ class RowView(nn.Module):
     def own_rows(self, rows: Tensor) -> Tensor:
         """(B, Fs) rows preprocessed for the student -> (B, Ft) the same rows as the network's fit writes them."""
         x = rows.to(torch.float64)
-        values = (x[:, :len(self.shift)] * self.divisor + self.shift)[:, self.numeric_index]  # (B, n) in raw units
+        values = self._exact((x[:, :len(self.shift)] * self.divisor + self.shift)[:, self.numeric_index])  # (B, n) raw
         for k, indicator, fill in self.gap_fill:
             values[:, k] = torch.where(x[:, indicator] > 0.5, torch.full_like(values[:, k], fill), values[:, k])
         parts = [(values - self.own_shift) / self.own_divisor]
@@ -139,6 +159,23 @@ class RowView(nn.Module):
         if self.reduction_matrix is not None:
             features = (features - self.reduction_mean) @ self.reduction_matrix
         return features.to(rows.dtype)
+
+    def _exact(self, values: Tensor) -> Tensor:
+        """(B, n) numbers turned back from float32 rows -> each the table's own value where one lies within
+        that rounding (a value made up between rows, a synthetic one, stays as it is)."""
+        shift = self.shift[self.numeric_index]  # (n,) the given scaling's centre: rounding grows with the distance
+        for k, known in enumerate(self.known):
+            if known is None or not len(known):
+                continue
+            known = known.to(values.device)
+            v = values[:, k].contiguous()
+            padded = torch.cat([known[:1], known, known[-1:]])
+            i = torch.searchsorted(known, v)  # known[i - 1] <= v <= known[i], as padded[i], padded[i + 1]
+            below, above = padded[i], padded[i + 1]
+            nearest = torch.where((v - below).abs() <= (above - v).abs(), below, above)
+            rounding = ROUNDING * ((v - shift[k]).abs() + 1e-12 * v.abs())
+            values[:, k] = torch.where((nearest - v).abs() <= rounding, nearest, v)
+        return values
 
     def forward(self, rows: Tensor) -> Tensor:
         return self.network(self.own_rows(rows))
@@ -164,4 +201,5 @@ def row_view(network: nn.Module, data_hparams: dict[str, Any] | None, data: Any)
     if schema.get("classes") and classes and list(schema["classes"]) != classes:
         raise UsageError(f"it was trained on classes {list(schema['classes'])}, the rows here have {classes}")
     device = next(network.parameters(), torch.empty(0)).device if isinstance(network, nn.Module) else "cpu"
-    return RowView(network, own, schema, given, given_schema, getattr(data, "gaps", ())).to(device).eval()
+    return RowView(network, own, schema, given, given_schema, getattr(data, "gaps", ()),
+                   getattr(data, "numeric_values", None)).to(device).eval()
