@@ -53,6 +53,23 @@ def test_probabilities_become_log_probabilities_in_the_data_class_order(table):
     np.testing.assert_allclose(torch.softmax(teacher(rows), dim=1).numpy(), expected, atol=1e-5)
 
 
+def test_outputs_read_as_the_wrong_kind_of_score_are_said(table, tmp_path):
+    """skl2onnx names raw decision scores ``probabilities`` too: read as such, every negative score would become
+    log(1e-8). The reverse, probabilities read as logits, gives soft targets far flatter than the teacher's."""
+    x = table["data"].train_x.numpy()
+    raw = skl2onnx.to_onnx(table["model"], x[:1], options={"zipmap": False, "raw_scores": True})
+    (tmp_path / "raw.onnx").write_bytes(raw.SerializeToString())
+    rows = table["data"].test_x[:20]
+    with pytest.raises(UsageError, match="is read as probabilities .* --model.teacher_scores logits"):
+        OnnxTeacher(tmp_path / "raw.onnx")(rows)
+    scores = OnnxTeacher(tmp_path / "raw.onnx", scores="logits")(rows)
+    np.testing.assert_allclose(scores.numpy(), table["model"].decision_function(rows.numpy()), rtol=1e-4, atol=1e-4)
+    plain = skl2onnx.to_onnx(table["model"], x[:1], options={"zipmap": False})
+    (tmp_path / "plain.onnx").write_bytes(plain.SerializeToString())
+    with pytest.warns(UserWarning, match="is read as logits but every row is a probability distribution"):
+        OnnxTeacher(tmp_path / "plain.onnx", output="probabilities", scores="logits")(rows)
+
+
 def test_a_scikit_learn_teacher_teaches_through_the_cli_and_its_figure_is_its_own(table, tmp_path):
     assert student(table, table["root"] / "lr.onnx", tmp_path / "s") == 0
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())

@@ -10,6 +10,7 @@ class name against the data's classes, so another order of classes cannot pass u
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,7 @@ class OnnxTeacher(nn.Module):
         self.probabilities = scores == "probabilities" or (scores == "auto" and (
             self.zipmap or "prob" in self.output_name.lower()))
         self.classes: tuple[str, ...] | None = None  # the data's class names, to read a ZipMap by
+        self._warned = False  # outputs read as logits that look like probabilities: said once
 
     def _output(self, output: str | None) -> str:
         names = [o.name for o in self.session.get_outputs()]
@@ -136,6 +138,26 @@ class OnnxTeacher(nn.Module):
                              "preprocessing the model was trained on") from None
         scores = self._rows(outputs) if self.zipmap else np.asarray(outputs, dtype=np.float32)
         result = torch.from_numpy(scores.reshape(len(array), -1)).to(inputs.device)
+        self._check_scores(result)
         if self.probabilities:  # log-probabilities: what a softmax of the losses turns back into these probabilities
             result = torch.log(result.clamp_min(1e-8))
         return result
+
+    def _check_scores(self, scores: Tensor) -> None:
+        """(B, K) outputs read as probabilities must be distributions; read as logits, they must not all be:
+        either mistake gives soft targets far from the teacher's own with no other sign."""
+        if scores.shape[1] < 2 or not len(scores):
+            return
+        sums = scores.double().sum(dim=1)
+        distributions = bool((scores >= -1e-6).all()) and bool(((sums - 1).abs() <= 1e-3).all())
+        if self.probabilities and not distributions:
+            found = (f"a value of {float(scores.min()):.3g}" if bool((scores < -1e-6).any())
+                     else f"rows summing to {float(sums[(sums - 1).abs().argmax()]):.3g}")
+            how = "its name says so" if not self.zipmap else "it is a ZipMap"
+            raise UsageError(f"teacher {self.path}: output {self.output_name!r} is read as probabilities ({how}) but "
+                             f"holds {found}; if it holds scores or logits, --model.teacher_scores logits")
+        if not self.probabilities and distributions and not self._warned:
+            self._warned = True
+            warnings.warn(f"teacher {self.path}: output {self.output_name!r} is read as logits but every row is a "
+                          "probability distribution; if it holds probabilities, --model.teacher_scores probabilities "
+                          "(as logits they make soft targets far flatter than the teacher's)", UserWarning, stacklevel=2)
