@@ -49,6 +49,27 @@ def test_your_own_teacher_object_distills_into_a_registry_student_with_your_trai
     assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), system.model.state_dict().values()))
 
 
+def test_a_system_built_with_other_settings_than_its_data_is_refused_before_training(tmp_path):
+    """The command line links task, outputs, input shape and target scale from the data; from Python a
+    regression student without the data's target scale would learn the targets unscaled, with no word."""
+    from distill import TeacherModule
+    from distill.data import TabularDataModule
+    from tests.test_trees import regression_table
+
+    data = TabularDataModule(path=str(regression_table(tmp_path / "r.csv")), target="y")
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    system = TeacherModule(model="mlp_small", num_classes=1, input_shape=data.input_shape, task="regression")
+    with pytest.raises(UsageError, match=r"target_scale=None\) does not fit the data, whose target_scale is \("):
+        trainer.fit(system, datamodule=data)
+    with pytest.raises(UsageError, match="a classifier scores at least 2 classes, got num_classes=1"):
+        TeacherModule(model="mlp_small", num_classes=1, input_shape=data.input_shape)
+    fitting = TeacherModule(model="mlp_small", num_classes=1, input_shape=data.input_shape, task="regression",
+                            target_scale=data.target_scale)
+    trainer.fit(fitting, datamodule=data)
+    assert trainer.global_step > 0
+
+
 def test_a_student_object_is_trained_in_place_and_its_checkpoint_says_how_to_load_it(tmp_path):
     from distill import DistillModule
 

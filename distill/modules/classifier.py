@@ -13,6 +13,7 @@ from torchmetrics import MetricCollection
 
 from distill import optim
 from distill.data import DATA_MODULES
+from distill.data.interface import target_scale_of, task_of
 from distill.errors import DivergenceError, UsageError
 from distill.models import NetworkOrName, count_parameters, create_model, object_name
 from distill.models.trees import GradientBoostedTrees, fitted_trees_in
@@ -97,6 +98,24 @@ def refuse_unlabelled_rows(system: Any, data: Any) -> None:
     if not system.distills and getattr(data, "synthetic_rows", 0):
         raise UsageError(f"--data.augment {data.hparams.get('augment')}: synthetic rows are labelled by a teacher, and "
                          "this stage trains on labels alone; use it in the student stage (drop it here)")
+
+
+def check_fits_data(system: Any, data: Any) -> None:
+    """A system built from Python with settings other than its data's (the command line links them) would
+    train or record the wrong thing with no word: its task, output width, input shape and target scale
+    must be the data's."""
+    if data is None or not hasattr(data, "num_classes"):
+        return
+    h = system.hparams
+    scale = h.get("target_scale")
+    for what, own, theirs in (("task", system.task.name, task_of(data)),
+                              ("num_classes", h.num_classes, data.num_classes),
+                              ("input_shape", tuple(h.input_shape), tuple(data.input_shape)),
+                              ("target_scale", None if scale is None else tuple(float(v) for v in scale),
+                               target_scale_of(data))):
+        if own != theirs:
+            raise UsageError(f"{type(system).__name__}({what}={own!r}) does not fit the data, whose {what} is "
+                             f"{theirs!r}: build it with {what}=data.{what} (the command line links them)")
 
 
 class ClassifierSystem(LightningModule):
@@ -321,6 +340,7 @@ class ClassifierSystem(LightningModule):
                                   "(--trainer.gradient_clip_val)")
 
     def setup(self, stage: str) -> None:
+        check_fits_data(self, self.trainer.datamodule)
         refuse_unlabelled_rows(self, self.trainer.datamodule)
 
     def on_validation_start(self) -> None:

@@ -45,6 +45,11 @@ class Classification(Task):
     def teacher_labelled(self, labels: Tensor, teacher: Tensor) -> Tensor:
         return torch.where(self.labelled(labels), labels, teacher.argmax(dim=1))  # its most likely class
 
+    def check_outputs(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise UsageError(f"a classifier scores at least 2 classes, got num_classes={num_classes} "
+                             "(a numeric target is a regression: task='regression')")
+
     def metrics(self, num_classes: int) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
                                  "f1": MulticlassF1Score(num_classes, average="macro")})
