@@ -15,6 +15,7 @@ from distill.checkpoint import load_trained
 from distill.inference import test_figures, test_outputs
 from distill.modules import ClassifierSystem
 from distill.report import print_summary
+from distill.tasks import Task
 
 
 def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: LightningDataModule,
@@ -28,19 +29,19 @@ def checkpoint_test_metrics(trainer: Trainer, module: ClassifierSystem, data: Li
     return {k: float(v) for k, v in results[0].items()}
 
 
-NEAR_CHANCE = 0.05  # of the errors always answering the most common class makes, at most this share removed
+NEAR_CHANCE = 0.05  # of the errors the best answer ignoring the inputs makes, at most this share removed
 
 
-def warn_if_teacher_guesses(spec: str, accuracy: float, labels: Tensor) -> None:
-    """A teacher scoring hardly better than always answering the test rows' most common class almost always
-    reads inputs unlike those it was trained on (an ONNX file from another tool fed other preprocessing):
-    said, since nothing else would say it. Counted from the class rates, so an honest teacher on a
-    skewed or binary task is not taken for one that guesses."""
-    majority = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
-    if accuracy > majority + NEAR_CHANCE * (1 - majority):
+def warn_if_teacher_guesses(spec: str, figure: float, labels: Tensor, task: Task) -> None:
+    """A teacher scoring hardly better than an answer that ignores the inputs (the test rows' most common
+    class, the mean target) almost always reads inputs unlike those it was trained on (an ONNX file from
+    another tool fed other preprocessing): said, since nothing else would say it. Counted from the test
+    labels, so an honest teacher on a skewed or binary task is not taken for one that guesses."""
+    floor, answer = task.chance(labels)
+    if figure > floor + NEAR_CHANCE * (1 - floor):
         return
-    rank_zero_warn(f"teacher {spec} scores {100 * accuracy:.1f}% on the test set, near chance (always answering the "
-                   f"most common class scores {100 * majority:.1f}%): does it read the inputs as it was trained? "
+    rank_zero_warn(f"teacher {spec} scores {task.headline_label} {task.shown(figure)} on the test set, near chance "
+                   f"(answering {answer} scores {task.shown(floor)}): does it read the inputs as it was trained? "
                    "(an ONNX teacher needs --data to prepare rows or images as its own training did)")
 
 
@@ -91,8 +92,7 @@ def finish_stage(trainer: Trainer, module: ClassifierSystem, data: LightningData
         figure = module.task.headline  # teacher_test_acc, or teacher_test_r2
         outputs, labels = test_outputs(teacher, data, device)
         metrics[f"teacher_test_{figure}"] = module.task.test_figures(outputs, labels)[f"test/{figure}"]
-        if "teacher_test_acc" in metrics:
-            warn_if_teacher_guesses(teacher.spec, metrics["teacher_test_acc"], labels)
+        warn_if_teacher_guesses(teacher.spec, metrics[f"teacher_test_{figure}"], labels, module.task)
         if teacher.is_ensemble:
             metrics[f"teacher_member_test_{figure}"] = [test_figures(m, data, device)[f"test/{figure}"]
                                                         for m in teacher.member_classifiers()]

@@ -68,9 +68,13 @@ ATTRIBUTE_VALUES = ("nodes_values", "target_weights", "class_weights", "coeffici
 
 
 def graph_values(model_bytes: bytes) -> int:
-    """Numbers an ONNX graph holds: its initializers' elements and its ONNX-ML operators' stored values."""
-    graph = require("onnx").load_from_string(model_bytes).graph
-    return sum(int(np.prod(t.dims)) for t in graph.initializer) + sum(
+    """Numbers an ONNX graph holds: its floating-point weight tensors' elements and its ONNX-ML operators'
+    stored values. Scalars (an epsilon, a target's mean and scale) and integer tensors (shapes, axes) are
+    the operators' constants, not weights: counted, one graph would say more than its checkpoint."""
+    onnx = require("onnx")
+    graph = onnx.load_from_string(model_bytes).graph
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) and t.data_type in floats) + sum(
         len(a.floats) for node in graph.node for a in node.attribute if a.name in ATTRIBUTE_VALUES)
 
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from distill.finish import warn_if_teacher_guesses
+from distill.tasks import get_task
 
 
-def warned(accuracy: float, labels: torch.Tensor) -> bool:
+def warned(figure: float, labels: torch.Tensor, task: str = "classification") -> bool:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warn_if_teacher_guesses("t.onnx", accuracy, labels)
+        warn_if_teacher_guesses("t.onnx", figure, labels, get_task(task))
     return any("near chance" in str(w.message) for w in caught)
 
 
@@ -27,3 +28,9 @@ def warned(accuracy: float, labels: torch.Tensor) -> bool:
 ])
 def test_a_teacher_is_said_to_guess_against_its_tests_most_common_class(accuracy, labels, said):
     assert warned(accuracy, labels) is said
+
+
+def test_a_regression_teacher_no_better_than_the_mean_is_said_to_guess():
+    targets = torch.linspace(0, 1, 50)
+    assert warned(-3.13, targets, "regression") and warned(0.04, targets, "regression")
+    assert not warned(0.5, targets, "regression")

@@ -44,6 +44,8 @@ def test_every_task_answers_every_question(name, tmp_path):
     summary[f"best_val_{task.headline}"] = quality[task.headline]
     assert len(task.summary_row(summary)) == len(task.summary_columns)
     assert task.summary_kept(summary, summary) and task.shown(0.5)
+    floor, answer = task.chance(labels)
+    assert 0 <= floor <= 1 and answer  # the figure of an answer that ignores the inputs, and that answer
     rows = task.prediction_rows(outputs, ["a", "b", "c"], 2)
     assert len(rows) == 12 and set(rows[0]) == set(task.prediction_header(2))
     cells = ["1.5", "2.5", "1.5", "4"]

@@ -180,6 +180,8 @@ def test_the_written_onnx_file_teaches_and_is_evaluated_alone_or_by_what_the_stu
                  "--run_dir", str(tmp_path / "adapted")]) == 0
     adapted = json.loads((tmp_path / "adapted" / "metrics.json").read_text())
     assert adapted[f"teacher_test_{figure}"] == pytest.approx(trees, abs=1e-5)  # a value in units, not z-scores
+    own_params = json.loads((tmp_path / "t" / "metrics.json").read_text())["params"]
+    assert adapted["teacher_params"] == own_params  # the file's constants (log floor, target scale) are not weights
     report = evaluate(onnx, [tmp_path / "adapted" / "best.ckpt"], tmp_path / "ea", latency_runs=3)
     assert report["models"][0][figure] == pytest.approx(trees, abs=1e-5)
 

@@ -154,7 +154,9 @@ class GradientBoostedTrees(nn.Module):
         difference = self.export_difference(val[0])
         if difference > AGREEMENT_TOLERANCE:
             raise UsageError(f"the ONNX export of the {self.library} model differs from {self.library}'s own "
-                             f"predictions by up to {difference:.2g} on the validation rows; not kept")
+                             f"predictions by up to {difference:.2g} on the validation rows; not kept. ONNX compares "
+                             "split thresholds in float32: a column needing more than its 7 digits (an ID, a saved "
+                             "index, a timestamp) is the usual cause; leave it out with --data.drop")
         answers = self._run(train[0].astype(np.float32))  # (N, K) or (N,)
         if len(answers) and float(np.ptp(answers, axis=0).max()) == 0.0:
             setting = "min_child_samples" if self.library == "lightgbm" else "min_child_weight"

@@ -163,6 +163,11 @@ class Task:
         """The headline figure as reports print it."""
         raise NotImplementedError
 
+    def chance(self, labels: Tensor) -> tuple[float, str]:
+        """The headline figure of the best answer that ignores the inputs, on these test labels, and what
+        that answer is (a teacher hardly above it is read otherwise than it was trained)."""
+        raise NotImplementedError
+
     def samples(self, input_rank: int) -> str:
         """What a test sample is called."""
         return "rows" if input_rank == 1 else "images"

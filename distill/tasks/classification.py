@@ -108,6 +108,9 @@ class Classification(Task):
     def shown(self, value: float) -> str:
         return f"{100 * value:.2f}%"
 
+    def chance(self, labels: Tensor) -> tuple[float, str]:
+        return (float(labels.bincount().max()) / len(labels) if len(labels) else 0.0), "always its most common class"
+
     def prediction_header(self, top_k: int) -> list[str]:
         return ["class", "probability", *[f"top{r}{s}" for r in range(1, top_k + 1) for s in ("", "_probability")]]
 

@@ -143,6 +143,9 @@ class Regression(Task):
     def shown(self, value: float) -> str:
         return f"{value:.4f}"
 
+    def chance(self, labels: Tensor) -> tuple[float, str]:
+        return 0.0, "always the mean target"  # R² of a constant answer: 0 at best
+
     def samples(self, input_rank: int) -> str:
         return "rows"
 
