@@ -51,7 +51,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         magic = f.read(4)
     # torch.save writes a zip archive ("PK\x03\x04"); its legacy format starts as a pickle (0x80).
     if magic[:4] != b"PK\x03\x04" and magic[:1] != b"\x80":
-        raise UsageError(f"{path} is not a checkpoint (not a file written by torch.save)")
+        beside = [p.name for p in (path.parent / "best.ckpt", path.parent / "model.onnx") if p.is_file() and p != path]
+        hint = f"; beside it: {' and '.join(beside)}" if beside else ""
+        raise UsageError(f"{path} is not a checkpoint (not a file written by torch.save){hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

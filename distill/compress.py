@@ -336,7 +336,7 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
     recommended = max(tied, key=lambda r: (r[figure], -rows.index(r)))
     statements = [f"recommended: {recommended['name']} ({recommended['file'] or 'the checkpoint'}): the fastest "
                   f"student artifact at batch 1 (within {100 * TIED:.0f}%, then the most accurate) within "
-                  f"{max_drop} points of {reference} in PyTorch "
+                  f"{max_drop} points of {student['name']} "
                   f"({task.headline_label} {task.shown(recommended[figure])} against "
                   f"{task.shown(student[figure])})"]
     for role in dict.fromkeys(r["role"] for r in rows):
@@ -368,7 +368,7 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
                           f"against {recommended['latency_ms']:.3f} ms), {headline['throughput_ratio']:.1f}x its "
                           f"batch-256 throughput (threads at batch 1/256: teacher {threads['teacher']}, "
                           f"{recommended['name']} {threads['recommended']}), "
-                          f"{headline[f'{figure}_drop_points']:+.2f} points of {task.headline_label} given up")
+                          f"{given_up(headline[f'{figure}_drop_points'], task.headline_label)}")
         teacher_onnx = by_name.get("teacher (ONNX fp32)")
         if teacher_onnx is not None and trees_teacher(rows):  # trees deploy as ONNX too: held to that file as well
             headline["onnx_latency_ratio"] = teacher_onnx["latency_ms"] / recommended["latency_ms"]
@@ -382,6 +382,11 @@ def summarize(rows: list[dict[str, Any]], logits_of: dict[str, torch.Tensor], ma
 
 
 NOISE_POINTS = 0.5  # what a thread count alone moves one run by (README): a smaller difference is not a gain
+
+
+def given_up(points: float, label: str) -> str:
+    """The teacher's lead over the recommended artifact in words: given up, or gained where it is ahead."""
+    return f"{points:.2f} points of {label} given up" if points >= 0 else f"{-points:.2f} points of {label} gained"
 
 
 def registry_twin(trained: Trained) -> str | None:

@@ -231,7 +231,7 @@ def evaluate(teacher: Path, students: list[Path], out_dir: Path, data_root: str 
         measured.append(m)
         outputs.append(output)
     entries = compare(measured, outputs, task)
-    classes = list(data.class_names) or [str(i) for i in range(data.num_classes)]
+    classes = (list(data.class_names) or [str(i) for i in range(data.num_classes)]) if task.has_classes else []
     dataset = models[0].data_hparams.get("dataset") or Path(models[0].data_hparams.get("path") or "?").name
     report = {"dataset": dataset, "task": task.name, "classes": classes,
               "cpu_threads": torch.get_num_threads(), "input_rank": len(models[0].hparams["input_shape"]),

@@ -130,6 +130,14 @@ def test_trees_are_refused_where_they_cannot_go(tables, tmp_path, capsys):
     assert "nothing to resume" in said(teacher(tables, "classification", "lightgbm", tmp_path / "r",
                                                "--ckpt_path", "last"))
     assert teacher(tables, "classification", "lightgbm", tmp_path / "again") == 0
+    from distill.compress import main as compress  # the library's own file given where the checkpoint goes
+    assert "not a checkpoint (not a file written by torch.save); beside it: best.ckpt and model.onnx" in said(
+        compress(["--ckpt", str(tmp_path / "again" / "lightgbm.txt"), "--out_dir", str(tmp_path / "c")]))
+    assert teacher(tables, "regression", "lightgbm", tmp_path / "values") == 0
+    assert "is a regression model (one value) but the data has 3 classes" in said(main(
+        ["student", "--data", "tabular", "--data.path", str(path), "--data.target", target, "--model.model",
+         "mlp_small", "--model.teacher", str(tmp_path / "values" / "best.ckpt"), *QUIET,
+         "--run_dir", str(tmp_path / "vs")]))
     again = said(teacher(tables, "classification", "lightgbm", tmp_path / "again"))  # fitted in one pass: no resume
     assert "pass --overwrite true to replace it or --run_dir DIR" in again and "ckpt_path" not in again
     with pytest.raises(UsageError, match="fits table rows"):  # images

@@ -100,7 +100,8 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int], list[i
     names the row a user sees in an editor, blank lines counted.
     """
     if not path.is_file():
-        raise UsageError(f"table {path} not found (moved? evaluate and compress take --data_root DIR, its new folder)")
+        raise UsageError(f"table {path} not found (moved since a checkpoint recorded it? evaluate, compress and predict "
+                         "take --data_root DIR, its new folder)")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark: not a name

@@ -141,8 +141,10 @@ def adapt_teacher(loaded: LoadedTeacher, input_shape: tuple[int, ...], num_class
     recorded = loaded.hparams
     if recorded and all(a is None for a in adapters):  # a distill checkpoint: its recorded task must match
         if recorded["num_classes"] != num_classes:
-            raise UsageError(f"teacher {loaded.spec} predicts {recorded['num_classes']} classes but the data "
-                             f"has {num_classes}")
+            what = (f"is a {recorded['task']} model (one value)" if recorded.get("task", "classification") != "classification"
+                    else f"predicts {recorded['num_classes']} classes")
+            data = f"{num_classes} classes" if num_classes > 1 else "a numeric target (one value)"
+            raise UsageError(f"teacher {loaded.spec} {what} but the data has {data}")
         if (loaded.data_hparams or {}).get("fitted") is not None and len(input_shape) == 1:
             input_shape = tuple(recorded["input_shape"])  # a table teacher reads the data's rows re-encoded by its own fit (attach)
         elif tuple(recorded["input_shape"]) != tuple(input_shape) and len(input_shape) == 1:
