@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
+from torch import nn
 from lightning.pytorch.utilities import rank_zero_info
 
 from distill import cost
@@ -67,31 +68,30 @@ def check_network_reads(module: ClassifierSystem, input_shape: tuple[int, ...]) 
     training, naming the registered architectures that can, rather than a traceback from its first step."""
     if module.fitted_trees is not None:
         return  # fitted on the rows themselves; it reads whatever width they have
-    network, probe = module.model, torch.zeros(2, *input_shape)
-    training = network.training
+    training = module.model.training
     try:
-        with torch.no_grad():
-            network.eval()(probe)
-    except UsageError:
-        raise
-    except Exception as err:  # whatever the layer that refuses the shape raises
-        readers = [name for name in list_models() if reads(name, input_shape)]
+        refusal = refused(module.model, input_shape)
+    finally:
+        module.model.train(training)
+    if isinstance(refusal, UsageError):
+        raise refusal
+    if refusal is not None:
+        readers = [name for name in list_models()
+                   if refused(create_model(name, num_classes=2, in_channels=input_shape[0]), input_shape) is None]
         fitted = f" (or a tree teacher: {', '.join(LIBRARIES)})" if len(input_shape) == 1 else ""
         raise UsageError(f"--model.model {module.hparams.model} cannot read this data's inputs of shape "
-                         f"{tuple(input_shape)} ({str(err).splitlines()[0][:120]}); these can: "
-                         f"{', '.join(readers) or 'none registered'}{fitted}") from None
-    finally:
-        network.train(training)
+                         f"{tuple(input_shape)} ({str(refusal).splitlines()[0][:120]}); these can: "
+                         f"{', '.join(readers) or 'none registered'}{fitted}")
 
 
-def reads(name: str, input_shape: tuple[int, ...]) -> bool:
-    """Whether the registered architecture ``name`` takes inputs of ``input_shape``."""
+def refused(network: nn.Module, input_shape: tuple[int, ...]) -> Exception | None:
+    """What ``network`` (put in eval mode) raises on two zero inputs of ``input_shape``; None if it reads them."""
     try:
         with torch.no_grad():
-            create_model(name, num_classes=2, in_channels=input_shape[0]).eval()(torch.zeros(2, *input_shape))
-        return True
-    except Exception:  # noqa: BLE001 (any refusal means no; an unfitted tree ensemble too)
-        return False
+            network.eval()(torch.zeros(2, *input_shape))
+    except Exception as err:  # noqa: BLE001 (whatever the layer that refuses the shape raises)
+        return err
+    return None
 
 
 def run_stage(cli: DistillCLI) -> dict[str, Any]:
